@@ -9,11 +9,13 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::error::{Error, Result};
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| Error::internal(format!("cannot encode stored value: {e}")))
+    postcard::to_stdvec(value)
+        .map_err(|e| Error::internal(format!("cannot encode stored value: {e}")))
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::internal(format!("stored value is corrupt: {e}")))
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::internal(format!("stored value is corrupt: {e}")))
 }
 
 /// A key under construction.
@@ -71,7 +73,10 @@ mod tests {
         let a2 = Key::new().part(b"a").u64(10).build();
         let ab = Key::new().part(b"ab").u64(1).build();
         assert!(a1 < a2);
-        assert!(a2 < ab, "a shorter owner sorts before a longer one that extends it");
+        assert!(
+            a2 < ab,
+            "a shorter owner sorts before a longer one that extends it"
+        );
         let p = Key::new().part(b"a").build();
         assert!(a2 < prefix_end(&p) && ab >= prefix_end(&p));
         assert_eq!(trailing_u64(&a2), Some(10));

@@ -133,7 +133,9 @@ fn party_key(id: &str) -> Vec<u8> {
 }
 
 pub fn get_party(view: &dyn View, id: &str) -> Result<Option<Party>> {
-    view.get(Table::Parties, &party_key(id))?.map(|b| decode(&b)).transpose()
+    view.get(Table::Parties, &party_key(id))?
+        .map(|b| decode(&b))
+        .transpose()
 }
 
 pub fn require_party(view: &dyn View, id: &str) -> Result<Party> {
@@ -163,15 +165,30 @@ pub fn issue_challenge(
     }
     if let Some(p) = get_party(tx, party_id)? {
         if !p.identity_key.is_empty() && p.identity_key != public_key {
-            return Err(Error::denied(format!("party id {party_id:?} is bound to another identity key")));
+            return Err(Error::denied(format!(
+                "party id {party_id:?} is bound to another identity key"
+            )));
         }
     }
     let challenge_id = hex::encode(&random[..32]);
     let challenge = random[32..].to_vec();
     let expires_at = now + limits.challenge_ttl_ms;
-    let record = Challenge { party_id: party_id.into(), public_key: public_key.into(), challenge: challenge.clone(), expires_at };
-    tx.put(Table::Challenges, challenge_id.as_bytes(), &encode(&record)?)?;
-    Ok(IssuedChallenge { challenge_id, challenge, expires_at })
+    let record = Challenge {
+        party_id: party_id.into(),
+        public_key: public_key.into(),
+        challenge: challenge.clone(),
+        expires_at,
+    };
+    tx.put(
+        Table::Challenges,
+        challenge_id.as_bytes(),
+        &encode(&record)?,
+    )?;
+    Ok(IssuedChallenge {
+        challenge_id,
+        challenge,
+        expires_at,
+    })
 }
 
 /// Answers a challenge: verifies the signature, binds the party id to the key on first login,
@@ -193,23 +210,36 @@ pub fn login(
         return Err(Error::invalid("challenge_id is not one this server issued"));
     }
     let Some(raw) = tx.get(Table::Challenges, challenge_id.as_bytes())? else {
-        return Err(Error::unauthenticated("unknown or already used challenge; request a new one"));
+        return Err(Error::unauthenticated(
+            "unknown or already used challenge; request a new one",
+        ));
     };
     tx.delete(Table::Challenges, challenge_id.as_bytes())?;
     let ch: Challenge = decode(&raw)?;
     if now > ch.expires_at {
-        return Err(Error::unauthenticated("challenge expired; request a new one"));
+        return Err(Error::unauthenticated(
+            "challenge expired; request a new one",
+        ));
     }
     if ch.party_id != party_id || ch.public_key != public_key {
-        return Err(Error::unauthenticated("party_id or public_key differ from the ones the challenge was issued for"));
+        return Err(Error::unauthenticated(
+            "party_id or public_key differ from the ones the challenge was issued for",
+        ));
     }
     let message = cohort_crypto::identity::login_message(&ch.challenge, party_id);
-    cohort_crypto::identity::verify(public_key, cohort_crypto::identity::LOGIN_DOMAIN, &message, signature)
-        .map_err(|e| Error::unauthenticated(format!("login signature rejected: {e}")))?;
+    cohort_crypto::identity::verify(
+        public_key,
+        cohort_crypto::identity::LOGIN_DOMAIN,
+        &message,
+        signature,
+    )
+    .map_err(|e| Error::unauthenticated(format!("login signature rejected: {e}")))?;
 
     let mut party = match get_party(tx, party_id)? {
         Some(p) if !p.identity_key.is_empty() && p.identity_key != public_key => {
-            return Err(Error::denied(format!("party id {party_id:?} is bound to another identity key")));
+            return Err(Error::denied(format!(
+                "party id {party_id:?} is bound to another identity key"
+            )));
         }
         Some(p) => p,
         None => Party {
@@ -228,12 +258,23 @@ pub fn login(
     put_party(tx, &party)?;
 
     let coordinator = coordinator_keys.iter().any(|k| k.as_slice() == public_key);
-    let principal = Principal { id: party_id.into(), coordinator };
+    let principal = Principal {
+        id: party_id.into(),
+        coordinator,
+    };
     let hash: [u8; 32] = Sha256::digest(token).into();
     let expires_at = now + limits.token_ttl_ms;
-    let record = TokenRecord { hash, principal: principal.clone(), expires_at };
+    let record = TokenRecord {
+        hash,
+        principal: principal.clone(),
+        expires_at,
+    };
     tx.put(Table::Tokens, &hash, &encode(&record)?)?;
-    Ok(IssuedToken { access_token: hex::encode(token), expires_at, principal })
+    Ok(IssuedToken {
+        access_token: hex::encode(token),
+        expires_at,
+        principal,
+    })
 }
 
 /// Resolves a bearer token to its principal.
@@ -243,7 +284,11 @@ pub fn authenticate(view: &dyn View, access_token: &str, now: Millis) -> Result<
 }
 
 /// As [`authenticate`], also returning when the token expires (for callers that cache).
-pub fn authenticate_with_expiry(view: &dyn View, access_token: &str, now: Millis) -> Result<(Principal, Millis)> {
+pub fn authenticate_with_expiry(
+    view: &dyn View,
+    access_token: &str,
+    now: Millis,
+) -> Result<(Principal, Millis)> {
     let hash = token_hash(access_token)?;
     let Some(raw) = view.get(Table::Tokens, &hash)? else {
         return Err(Error::unauthenticated("unknown access token; log in again"));

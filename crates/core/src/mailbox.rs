@@ -20,7 +20,10 @@ pub struct MailboxAddr {
 
 impl MailboxAddr {
     pub fn new(owner: impl Into<String>, channel: impl Into<Vec<u8>>) -> Self {
-        MailboxAddr { owner: owner.into(), channel: channel.into() }
+        MailboxAddr {
+            owner: owner.into(),
+            channel: channel.into(),
+        }
     }
     /// The mailbox of `party` for MPC session `session_id`.
     pub fn session(party: &str, session_id: &str) -> Self {
@@ -47,7 +50,8 @@ pub fn message_id_string(id: &MessageId) -> String {
 /// A new message id: a UUIDv7, time-ordered.
 pub fn new_message_id(now: Millis) -> MessageId {
     let ms = u64::try_from(now).unwrap_or(0);
-    let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+    let ts =
+        uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
     *uuid::Uuid::new_v7(ts).as_bytes()
 }
 
@@ -113,7 +117,11 @@ fn meta_key(addr: &MailboxAddr) -> Vec<u8> {
 }
 
 fn get_meta(view: &dyn View, addr: &MailboxAddr) -> Result<Meta> {
-    Ok(view.get(Table::MailboxMeta, &meta_key(addr))?.map(|b| decode(&b)).transpose()?.unwrap_or_default())
+    Ok(view
+        .get(Table::MailboxMeta, &meta_key(addr))?
+        .map(|b| decode(&b))
+        .transpose()?
+        .unwrap_or_default())
 }
 
 fn put_meta(tx: &mut dyn Tx, addr: &MailboxAddr, meta: &Meta) -> Result<()> {
@@ -185,7 +193,9 @@ pub fn append(
 }
 
 pub fn get_message(view: &dyn View, id: &MessageId) -> Result<Option<Message>> {
-    view.get(Table::Messages, id)?.map(|b| decode(&b)).transpose()
+    view.get(Table::Messages, id)?
+        .map(|b| decode(&b))
+        .transpose()
 }
 
 /// One waiting message as a reader sees it.
@@ -198,17 +208,32 @@ pub struct Delivery {
 
 /// The waiting (unacknowledged, not failed) messages of a mailbox with seq > `after_seq`, in
 /// seq order, at most `limit`. Does not change anything.
-pub fn pending(view: &dyn View, addr: &MailboxAddr, after_seq: u64, limit: usize) -> Result<Vec<Delivery>> {
+pub fn pending(
+    view: &dyn View,
+    addr: &MailboxAddr,
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<Delivery>> {
     let prefix = addr.prefix().build();
     let from = addr.entry_key(after_seq.saturating_add(1));
     let to = prefix_end(&prefix);
     let mut out = Vec::new();
     for (key, _) in view.scan(Table::Pending, &from, &to, limit)? {
-        let Some(seq) = trailing_u64(&key) else { continue };
-        let Some(raw) = view.get(Table::Mailbox, &key)? else { continue };
+        let Some(seq) = trailing_u64(&key) else {
+            continue;
+        };
+        let Some(raw) = view.get(Table::Mailbox, &key)? else {
+            continue;
+        };
         let entry: Entry = decode(&raw)?;
-        let Some(message) = get_message(view, &entry.message_id)? else { continue };
-        out.push(Delivery { seq, entry, message });
+        let Some(message) = get_message(view, &entry.message_id)? else {
+            continue;
+        };
+        out.push(Delivery {
+            seq,
+            entry,
+            message,
+        });
     }
     Ok(out)
 }
@@ -231,10 +256,17 @@ pub fn pending_count_for_owner(view: &dyn View, owner: &str) -> Result<u64> {
 }
 
 /// Records that entries were handed to their reader. A second hand-over counts as a retry.
-pub fn mark_delivered(tx: &mut dyn Tx, addr: &MailboxAddr, seqs: &[u64], now: Millis) -> Result<()> {
+pub fn mark_delivered(
+    tx: &mut dyn Tx,
+    addr: &MailboxAddr,
+    seqs: &[u64],
+    now: Millis,
+) -> Result<()> {
     for &seq in seqs {
         let key = addr.entry_key(seq);
-        let Some(raw) = tx.get(Table::Mailbox, &key)? else { continue };
+        let Some(raw) = tx.get(Table::Mailbox, &key)? else {
+            continue;
+        };
         let mut entry: Entry = decode(&raw)?;
         match entry.status {
             DeliveryStatus::Pending => {
@@ -261,7 +293,9 @@ pub fn settle(
 ) -> Result<DeliveryStatus> {
     let key = addr.entry_key(seq);
     let Some(raw) = tx.get(Table::Mailbox, &key)? else {
-        return Err(Error::not_found(format!("no message with seq {seq} in this mailbox")));
+        return Err(Error::not_found(format!(
+            "no message with seq {seq} in this mailbox"
+        )));
     };
     let mut entry: Entry = decode(&raw)?;
     if entry.status.is_final() {
@@ -286,7 +320,12 @@ pub fn settle(
 }
 
 /// Acknowledges every waiting entry with seq <= `seq_up_to`. Returns how many it settled.
-pub fn ack_up_to(tx: &mut dyn Tx, addr: &MailboxAddr, seq_up_to: u64, now: Millis) -> Result<usize> {
+pub fn ack_up_to(
+    tx: &mut dyn Tx,
+    addr: &MailboxAddr,
+    seq_up_to: u64,
+    now: Millis,
+) -> Result<usize> {
     let from = addr.entry_key(0);
     let to = addr.entry_key(seq_up_to.saturating_add(1));
     let keys = tx.scan(Table::Pending, &from, &to, usize::MAX)?;
@@ -299,7 +338,12 @@ pub fn ack_up_to(tx: &mut dyn Tx, addr: &MailboxAddr, seq_up_to: u64, now: Milli
 }
 
 /// Fails every waiting entry of a mailbox (its session closed). Returns how many.
-pub fn fail_pending(tx: &mut dyn Tx, addr: &MailboxAddr, reason: &str, now: Millis) -> Result<usize> {
+pub fn fail_pending(
+    tx: &mut dyn Tx,
+    addr: &MailboxAddr,
+    reason: &str,
+    now: Millis,
+) -> Result<usize> {
     let prefix = addr.prefix().build();
     let to = prefix_end(&prefix);
     let keys = tx.scan(Table::Pending, &prefix, &to, usize::MAX)?;
@@ -326,7 +370,9 @@ pub fn purge(tx: &mut dyn Tx, addr: &MailboxAddr) -> Result<()> {
 
 /// Removes one message and all its entries (used for consumed events).
 pub fn remove_message(tx: &mut dyn Tx, id: &MessageId) -> Result<()> {
-    let Some(message) = get_message(tx, id)? else { return Ok(()) };
+    let Some(message) = get_message(tx, id)? else {
+        return Ok(());
+    };
     for (addr, seq) in &message.recipients {
         let key = addr.entry_key(*seq);
         if tx.get(Table::Pending, &key)?.is_some() {
@@ -342,5 +388,7 @@ pub fn remove_message(tx: &mut dyn Tx, id: &MessageId) -> Result<()> {
 
 /// The delivery record of one recipient's copy.
 pub fn entry(view: &dyn View, addr: &MailboxAddr, seq: u64) -> Result<Option<Entry>> {
-    view.get(Table::Mailbox, &addr.entry_key(seq))?.map(|b| decode(&b)).transpose()
+    view.get(Table::Mailbox, &addr.entry_key(seq))?
+        .map(|b| decode(&b))
+        .transpose()
 }

@@ -45,7 +45,10 @@ impl SessionStatus {
         })
     }
     pub fn is_closed(self) -> bool {
-        matches!(self, SessionStatus::Completed | SessionStatus::Failed | SessionStatus::Expired)
+        matches!(
+            self,
+            SessionStatus::Completed | SessionStatus::Failed | SessionStatus::Expired
+        )
     }
 }
 
@@ -115,14 +118,19 @@ impl Session {
         self.participants.iter().find(|p| p.party_id == party_id)
     }
     fn participant_mut(&mut self, party_id: &str) -> Option<&mut Participant> {
-        self.participants.iter_mut().find(|p| p.party_id == party_id)
+        self.participants
+            .iter_mut()
+            .find(|p| p.party_id == party_id)
     }
     pub fn is_participant(&self, party_id: &str) -> bool {
         self.participant(party_id).is_some()
     }
     fn require_participant(&self, who: &Principal) -> Result<&Participant> {
         self.participant(&who.id).ok_or_else(|| {
-            Error::denied(format!("party {:?} is not a participant of session {}", who.id, self.id))
+            Error::denied(format!(
+                "party {:?} is not a participant of session {}",
+                who.id, self.id
+            ))
         })
     }
     fn require_open(&self) -> Result<()> {
@@ -131,7 +139,11 @@ impl Session {
                 "session {} is {}{}",
                 self.id,
                 self.status.as_str(),
-                if self.failure_reason.is_empty() { String::new() } else { format!(": {}", self.failure_reason) }
+                if self.failure_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", self.failure_reason)
+                }
             )));
         }
         Ok(())
@@ -150,7 +162,11 @@ impl Session {
     /// The parties the others are waiting for, given the lifecycle stage.
     pub fn compute_waiting_for(&self) -> Vec<String> {
         let pick = |f: &dyn Fn(&Participant) -> bool| -> Vec<String> {
-            self.participants.iter().filter(|p| f(p)).map(|p| p.party_id.clone()).collect()
+            self.participants
+                .iter()
+                .filter(|p| f(p))
+                .map(|p| p.party_id.clone())
+                .collect()
         };
         match self.status {
             SessionStatus::Created => {
@@ -162,7 +178,13 @@ impl Session {
             }
             SessionStatus::InProgress => {
                 let open = |p: &Participant| p.report.is_none();
-                let max_round = self.participants.iter().filter(|p| open(p)).map(|p| p.last_round).max().unwrap_or(0);
+                let max_round = self
+                    .participants
+                    .iter()
+                    .filter(|p| open(p))
+                    .map(|p| p.last_round)
+                    .max()
+                    .unwrap_or(0);
                 let behind = pick(&|p| open(p) && p.last_round < max_round);
                 if !behind.is_empty() {
                     return behind;
@@ -212,7 +234,9 @@ fn session_key(id: &str) -> Vec<u8> {
 }
 
 pub fn get(view: &dyn View, id: &str) -> Result<Option<Session>> {
-    view.get(Table::Sessions, &session_key(id))?.map(|b| decode(&b)).transpose()
+    view.get(Table::Sessions, &session_key(id))?
+        .map(|b| decode(&b))
+        .transpose()
 }
 
 pub fn require(view: &dyn View, id: &str) -> Result<Session> {
@@ -238,11 +262,22 @@ pub fn deliver_event(
         let mut ev = event.clone();
         // Each party sees only its own join token.
         ev.join_tokens = match session.and_then(|s| s.participant(r)) {
-            Some(p) if !event.join_tokens.is_empty() => vec![(p.party_id.clone(), p.join_token.clone())],
-            _ => event.join_tokens.iter().filter(|(pid, _)| pid == r).cloned().collect(),
+            Some(p) if !event.join_tokens.is_empty() => {
+                vec![(p.party_id.clone(), p.join_token.clone())]
+            }
+            _ => event
+                .join_tokens
+                .iter()
+                .filter(|(pid, _)| pid == r)
+                .cloned()
+                .collect(),
         };
         let addr = MailboxAddr::events(r);
-        let expires_at = if event.expires_at > 0 { event.expires_at } else { now + limits.message_ttl_ms };
+        let expires_at = if event.expires_at > 0 {
+            event.expires_at
+        } else {
+            now + limits.message_ttl_ms
+        };
         let out = Outgoing {
             sender: RELAY_SENDER.into(),
             session_id: event.session_id.clone(),
@@ -252,7 +287,14 @@ pub fn deliver_event(
             payload: encode(&ev)?,
             expires_at,
         };
-        mailbox::append(tx, out, std::slice::from_ref(&addr), mailbox::new_message_id(now), now, limits.max_mailbox_depth)?;
+        mailbox::append(
+            tx,
+            out,
+            std::slice::from_ref(&addr),
+            mailbox::new_message_id(now),
+            now,
+            limits.max_mailbox_depth,
+        )?;
         wakeups.push(addr);
     }
     Ok(wakeups)
@@ -265,7 +307,11 @@ fn event_for(session: &Session, event_type: &str, now: Millis) -> SessionEvent {
         session_id: session.id.clone(),
         n: i32::from(session.n),
         t: i32::from(session.t),
-        selected_parties: session.participants.iter().map(|p| p.party_id.clone()).collect(),
+        selected_parties: session
+            .participants
+            .iter()
+            .map(|p| p.party_id.clone())
+            .collect(),
         join_tokens: Vec::new(),
         message_hash: session.message_hash.clone(),
         created_at: session.created_at,
@@ -274,10 +320,20 @@ fn event_for(session: &Session, event_type: &str, now: Millis) -> SessionEvent {
     }
 }
 
-fn publish_lifecycle(tx: &mut dyn Tx, s: &Session, event_type: &str, now: Millis, limits: &Limits) -> Result<Wakeups> {
+fn publish_lifecycle(
+    tx: &mut dyn Tx,
+    s: &Session,
+    event_type: &str,
+    now: Millis,
+    limits: &Limits,
+) -> Result<Wakeups> {
     let mut ev = event_for(s, event_type, now);
     if event_type == SESSION_CREATED {
-        ev.join_tokens = s.participants.iter().map(|p| (p.party_id.clone(), p.join_token.clone())).collect();
+        ev.join_tokens = s
+            .participants
+            .iter()
+            .map(|p| (p.party_id.clone(), p.join_token.clone()))
+            .collect();
     }
     let recipients: Vec<String> = s.participants.iter().map(|p| p.party_id.clone()).collect();
     deliver_event(tx, &ev, &recipients, Some(s), now, limits)
@@ -322,7 +378,11 @@ pub fn create(
     who.must_be_coordinator("creating a session")?;
     validate::label("session_type", &req.session_type, false)?;
     validate::text("idempotency_key", &req.idempotency_key, 128)?;
-    validate::text("message_hash", &String::from_utf8_lossy(&req.message_hash), 1024)?;
+    validate::text(
+        "message_hash",
+        &String::from_utf8_lossy(&req.message_hash),
+        1024,
+    )?;
     if req.descriptor.len() > 64 * 1024 {
         return Err(Error::invalid("descriptor is larger than 64 KiB"));
     }
@@ -333,8 +393,12 @@ pub fn create(
             req.t, req.n
         )));
     }
-    let idem_key = (!req.idempotency_key.is_empty())
-        .then(|| Key::new().part(who.id.as_bytes()).part(req.idempotency_key.as_bytes()).build());
+    let idem_key = (!req.idempotency_key.is_empty()).then(|| {
+        Key::new()
+            .part(who.id.as_bytes())
+            .part(req.idempotency_key.as_bytes())
+            .build()
+    });
     if let Some(k) = &idem_key {
         if let Some(id) = tx.get(Table::SessionIdempotency, k)? {
             // A session purged after retention frees its key.
@@ -343,7 +407,11 @@ pub fn create(
             }
         }
     }
-    let ttl = if req.expires_in_ms <= 0 { limits.session_ttl_ms } else { req.expires_in_ms };
+    let ttl = if req.expires_in_ms <= 0 {
+        limits.session_ttl_ms
+    } else {
+        req.expires_in_ms
+    };
     if ttl > limits.max_session_ttl_ms {
         return Err(Error::invalid(format!(
             "expires_in_ms {ttl} exceeds the limit of {} ms",
@@ -387,7 +455,9 @@ pub fn create(
 
     let mut id_bytes = [0u8; 16];
     entropy.fill(&mut id_bytes);
-    let id = uuid::Builder::from_random_bytes(id_bytes).into_uuid().to_string();
+    let id = uuid::Builder::from_random_bytes(id_bytes)
+        .into_uuid()
+        .to_string();
     let participants = selected
         .iter()
         .enumerate()
@@ -465,10 +535,15 @@ pub fn join(
     let mut s = require(tx, session_id)?;
     s.require_participant(who)?;
     s.require_open()?;
-    let p = s.participant_mut(party_id).ok_or_else(|| Error::internal("participant vanished"))?;
-    let ok: bool = subtle::ConstantTimeEq::ct_eq(p.join_token.as_bytes(), join_token.as_bytes()).into();
+    let p = s
+        .participant_mut(party_id)
+        .ok_or_else(|| Error::internal("participant vanished"))?;
+    let ok: bool =
+        subtle::ConstantTimeEq::ct_eq(p.join_token.as_bytes(), join_token.as_bytes()).into();
     if !ok {
-        return Err(Error::denied(format!("join_token is not the one issued to {party_id:?} for this session")));
+        return Err(Error::denied(format!(
+            "join_token is not the one issued to {party_id:?} for this session"
+        )));
     }
     let first = !p.joined;
     p.joined = true;
@@ -477,7 +552,11 @@ pub fn join(
     }
     s.last_progress_at = now;
     put(tx, &s)?;
-    let wakeups = if first { publish_lifecycle(tx, &s, PARTICIPANT_JOINED, now, limits)? } else { Vec::new() };
+    let wakeups = if first {
+        publish_lifecycle(tx, &s, PARTICIPANT_JOINED, now, limits)?
+    } else {
+        Vec::new()
+    };
     Ok((s, wakeups))
 }
 
@@ -494,9 +573,13 @@ pub fn mark_ready(
     let mut s = require(tx, session_id)?;
     s.require_participant(who)?;
     s.require_open()?;
-    let p = s.participant_mut(party_id).ok_or_else(|| Error::internal("participant vanished"))?;
+    let p = s
+        .participant_mut(party_id)
+        .ok_or_else(|| Error::internal("participant vanished"))?;
     if !p.joined {
-        return Err(Error::precondition(format!("party {party_id:?} must join session {session_id} before it is ready")));
+        return Err(Error::precondition(format!(
+            "party {party_id:?} must join session {session_id} before it is ready"
+        )));
     }
     p.ready = true;
     s.last_progress_at = now;
@@ -583,7 +666,9 @@ pub fn route(
                 )));
             }
             if to == &req.from_party {
-                return Err(Error::invalid(format!("to_parties[{i}] is the sender itself")));
+                return Err(Error::invalid(format!(
+                    "to_parties[{i}] is the sender itself"
+                )));
             }
             if req.to_parties[..i].contains(to) {
                 return Err(Error::invalid(format!("to_parties names {to:?} twice")));
@@ -603,9 +688,13 @@ pub fn route(
     };
     let id = mailbox::append(tx, out, &recipients, id, now, limits.max_mailbox_depth)?;
     // Progress: a stalled-session timer restarts; only rewrite the session when it changed.
-    let p = s.participant_mut(&req.from_party).ok_or_else(|| Error::internal("participant vanished"))?;
+    let p = s
+        .participant_mut(&req.from_party)
+        .ok_or_else(|| Error::internal("participant vanished"))?;
     if p.last_round < req.round || now - s.last_progress_at > 1000 {
-        let p = s.participant_mut(&req.from_party).ok_or_else(|| Error::internal("participant vanished"))?;
+        let p = s
+            .participant_mut(&req.from_party)
+            .ok_or_else(|| Error::internal("participant vanished"))?;
         p.last_round = p.last_round.max(req.round);
         s.last_progress_at = now;
         put(tx, &s)?;
@@ -626,18 +715,26 @@ pub fn report_completion(
 ) -> Result<(bool, Wakeups)> {
     who.must_be("party_id", party_id)?;
     if report.public_key.len() > 1024 || report.signature.len() > 1024 {
-        return Err(Error::invalid("public_key and signature are at most 1024 bytes"));
+        return Err(Error::invalid(
+            "public_key and signature are at most 1024 bytes",
+        ));
     }
     let mut s = require(tx, session_id)?;
     s.require_participant(who)?;
     s.require_open()?;
-    let p = s.participant_mut(party_id).ok_or_else(|| Error::internal("participant vanished"))?;
+    let p = s
+        .participant_mut(party_id)
+        .ok_or_else(|| Error::internal("participant vanished"))?;
     if !p.joined {
-        return Err(Error::precondition(format!("party {party_id:?} has not joined session {session_id}")));
+        return Err(Error::precondition(format!(
+            "party {party_id:?} has not joined session {session_id}"
+        )));
     }
     if let Some(prev) = &p.report {
         if prev != &report {
-            return Err(Error::exists(format!("party {party_id:?} already reported a different result")));
+            return Err(Error::exists(format!(
+                "party {party_id:?} already reported a different result"
+            )));
         }
     }
     p.report = Some(report);
@@ -647,7 +744,10 @@ pub fn report_completion(
         put(tx, &s)?;
         return Ok((false, Vec::new()));
     }
-    let first = s.participants[0].report.clone().ok_or_else(|| Error::internal("report vanished"))?;
+    let first = s.participants[0]
+        .report
+        .clone()
+        .ok_or_else(|| Error::internal("report vanished"))?;
     let dissent: Vec<String> = s
         .participants
         .iter()
@@ -657,7 +757,14 @@ pub fn report_completion(
     let wakeups = if dissent.is_empty() {
         s.public_key = first.public_key;
         s.signature = first.signature;
-        close(tx, &mut s, SessionStatus::Completed, String::new(), now, limits)?
+        close(
+            tx,
+            &mut s,
+            SessionStatus::Completed,
+            String::new(),
+            now,
+            limits,
+        )?
     } else {
         let reason = format!(
             "participants reported different results: {} disagree with {}",
@@ -678,13 +785,24 @@ pub fn close(
     now: Millis,
     limits: &Limits,
 ) -> Result<Wakeups> {
-    s.waiting_for = if status == SessionStatus::Completed { Vec::new() } else { s.compute_waiting_for() };
+    s.waiting_for = if status == SessionStatus::Completed {
+        Vec::new()
+    } else {
+        s.compute_waiting_for()
+    };
     s.status = status;
     s.failure_reason = reason;
     s.closed_at = now;
     put(tx, s)?;
     tx.delete(Table::OpenSessions, &session_key(&s.id))?;
-    tx.put(Table::Purge, &Key::new().u64(u64::try_from(now + limits.retention_ms).unwrap_or(0)).part(s.id.as_bytes()).build(), &[])?;
+    tx.put(
+        Table::Purge,
+        &Key::new()
+            .u64(u64::try_from(now + limits.retention_ms).unwrap_or(0))
+            .part(s.id.as_bytes())
+            .build(),
+        &[],
+    )?;
     let why = format!("session {}", status.as_str());
     for p in &s.participants {
         mailbox::fail_pending(tx, &MailboxAddr::session(&p.party_id, &s.id), &why, now)?;
@@ -711,14 +829,28 @@ pub fn report_failure(
     let mut s = require(tx, session_id)?;
     s.require_participant(who)?;
     s.require_open()?;
-    close(tx, &mut s, SessionStatus::Failed, format!("{} reported: {reason}", who.id), now, limits)
+    close(
+        tx,
+        &mut s,
+        SessionStatus::Failed,
+        format!("{} reported: {reason}", who.id),
+        now,
+        limits,
+    )
 }
 
 /// SubmitDelegateShare into session `session_id`.
-pub fn submit_delegate_share_to(tx: &mut dyn Tx, who: &Principal, session_id: &str, share: DelegateShare) -> Result<()> {
+pub fn submit_delegate_share_to(
+    tx: &mut dyn Tx,
+    who: &Principal,
+    session_id: &str,
+    share: DelegateShare,
+) -> Result<()> {
     who.must_be("party_id", &share.party_id)?;
     if share.encrypted_share.len() > 64 * 1024 || share.public_key.len() > 1024 {
-        return Err(Error::invalid("encrypted_share is at most 64 KiB and public_key at most 1 KiB"));
+        return Err(Error::invalid(
+            "encrypted_share is at most 64 KiB and public_key at most 1 KiB",
+        ));
     }
     let mut s = require(tx, session_id)?;
     let p = s.require_participant(who)?;
@@ -734,10 +866,16 @@ pub fn submit_delegate_share_to(tx: &mut dyn Tx, who: &Principal, session_id: &s
 }
 
 /// The delegate shares of a session, for its creator only.
-pub fn delegate_shares(view: &dyn View, who: &Principal, session_id: &str) -> Result<Vec<DelegateShare>> {
+pub fn delegate_shares(
+    view: &dyn View,
+    who: &Principal,
+    session_id: &str,
+) -> Result<Vec<DelegateShare>> {
     let s = require(view, session_id)?;
     if who.id != s.creator {
-        return Err(Error::denied(format!("only the creator of session {session_id} may take its delegate shares")));
+        return Err(Error::denied(format!(
+            "only the creator of session {session_id} may take its delegate shares"
+        )));
     }
     Ok(s.delegate_shares)
 }
@@ -746,7 +884,10 @@ pub fn delegate_shares(view: &dyn View, who: &Principal, session_id: &str) -> Re
 pub fn status(view: &dyn View, who: &Principal, session_id: &str) -> Result<Session> {
     let mut s = require(view, session_id)?;
     if !s.may_view(who) {
-        return Err(Error::denied(format!("party {:?} may not view session {session_id}", who.id)));
+        return Err(Error::denied(format!(
+            "party {:?} may not view session {session_id}",
+            who.id
+        )));
     }
     if !s.status.is_closed() {
         s.waiting_for = s.compute_waiting_for();
@@ -755,7 +896,12 @@ pub fn status(view: &dyn View, who: &Principal, session_id: &str) -> Result<Sess
 }
 
 /// Sessions visible to a coordinator, newest first, optionally by status.
-pub fn list(view: &dyn View, who: &Principal, status: Option<SessionStatus>, limit: usize) -> Result<Vec<Session>> {
+pub fn list(
+    view: &dyn View,
+    who: &Principal,
+    status: Option<SessionStatus>,
+    limit: usize,
+) -> Result<Vec<Session>> {
     who.must_be_coordinator("listing sessions")?;
     let mut out = Vec::new();
     let mut from = Vec::new();
@@ -781,20 +927,35 @@ pub fn list(view: &dyn View, who: &Principal, status: Option<SessionStatus>, lim
 
 /// PublishSessionEvent (coordinator only): stores the event for each selected party.
 /// Returns the recipients and wakeups.
-pub fn publish(tx: &mut dyn Tx, who: &Principal, event: SessionEvent, now: Millis, limits: &Limits) -> Result<(Vec<String>, Wakeups)> {
+pub fn publish(
+    tx: &mut dyn Tx,
+    who: &Principal,
+    event: SessionEvent,
+    now: Millis,
+    limits: &Limits,
+) -> Result<(Vec<String>, Wakeups)> {
     who.must_be_coordinator("publishing a session event")?;
     validate::label("event.event_type", &event.event_type, false)?;
     if event.selected_parties.is_empty() {
-        return Err(Error::invalid("event.selected_parties is empty; name the parties to notify"));
+        return Err(Error::invalid(
+            "event.selected_parties is empty; name the parties to notify",
+        ));
     }
     if event.selected_parties.len() > limits.max_recipients {
-        return Err(Error::invalid(format!("event.selected_parties has more than {} parties", limits.max_recipients)));
+        return Err(Error::invalid(format!(
+            "event.selected_parties has more than {} parties",
+            limits.max_recipients
+        )));
     }
     for (i, p) in event.selected_parties.iter().enumerate() {
         validate::party_id(&format!("event.selected_parties[{i}]"), p)?;
         identity::require_party(tx, p)?;
     }
-    let session = if event.session_id.is_empty() { None } else { get(tx, &event.session_id)? };
+    let session = if event.session_id.is_empty() {
+        None
+    } else {
+        get(tx, &event.session_id)?
+    };
     let recipients = event.selected_parties.clone();
     let wakeups = deliver_event(tx, &event, &recipients, session.as_ref(), now, limits)?;
     Ok((recipients, wakeups))
@@ -820,20 +981,40 @@ pub fn sweep(tx: &mut dyn Tx, now: Millis, limits: &Limits, limit: usize) -> Res
             continue;
         };
         if now >= s.expires_at {
-            out.wakeups.extend(close(tx, &mut s, SessionStatus::Expired, "session expired before it completed".into(), now, limits)?);
+            out.wakeups.extend(close(
+                tx,
+                &mut s,
+                SessionStatus::Expired,
+                "session expired before it completed".into(),
+                now,
+                limits,
+            )?);
             out.expired.push(id);
         } else if now - s.last_progress_at >= s.stall_timeout(limits) {
             let waiting = s.compute_waiting_for();
             let reason = format!(
                 "stalled: no progress for {} s; waiting for {}",
                 (now - s.last_progress_at) / 1000,
-                if waiting.is_empty() { "nobody".to_string() } else { waiting.join(", ") }
+                if waiting.is_empty() {
+                    "nobody".to_string()
+                } else {
+                    waiting.join(", ")
+                }
             );
-            out.wakeups.extend(close(tx, &mut s, SessionStatus::Failed, reason, now, limits)?);
+            out.wakeups.extend(close(
+                tx,
+                &mut s,
+                SessionStatus::Failed,
+                reason,
+                now,
+                limits,
+            )?);
             out.stalled.push(id);
         }
     }
-    let until = Key::new().u64(u64::try_from(now).unwrap_or(0).saturating_add(1)).build();
+    let until = Key::new()
+        .u64(u64::try_from(now).unwrap_or(0).saturating_add(1))
+        .build();
     for (key, _) in tx.scan(Table::Purge, &[], &until, limit)? {
         tx.delete(Table::Purge, &key)?;
         let id = String::from_utf8_lossy(key.get(10..).unwrap_or_default()).into_owned();

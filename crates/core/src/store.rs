@@ -93,7 +93,7 @@ pub type Pair = (Vec<u8>, Vec<u8>);
 pub trait View {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Pairs with `from <= key < to` in key order, at most `limit` of them.
-    /// An empty `to` means "to the end of the table".
+    /// An empty `to` means "to the end of the table"; `from >= to` gives nothing.
     fn scan(&self, table: Table, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>>;
 }
 
@@ -112,7 +112,9 @@ pub type ReadFn = Box<dyn FnOnce(&dyn View) -> AnyResult + Send>;
 
 /// A store. `write` runs its function atomically and resolves only once the transaction is
 /// durable (per the store's durability setting); an `Err` from the function rolls back that
-/// function's writes and nothing else. `read` runs on a consistent snapshot.
+/// function's writes and nothing else. A write is queued when `write_boxed` is called and runs
+/// even if its future is dropped: a cancelled request may still have written.
+/// `read` runs on a consistent snapshot.
 pub trait Store: Send + Sync + 'static {
     fn write_boxed(&self, f: WriteFn) -> BoxFuture<'_, AnyResult>;
     fn read_boxed(&self, f: ReadFn) -> BoxFuture<'_, AnyResult>;
@@ -125,7 +127,9 @@ pub trait StoreExt: Store {
         R: Send + 'static,
         F: FnOnce(&mut dyn Tx) -> Result<R> + Send + 'static,
     {
-        let fut = self.write_boxed(Box::new(move |tx| f(tx).map(|r| Box::new(r) as Box<dyn Any + Send>)));
+        let fut = self.write_boxed(Box::new(move |tx| {
+            f(tx).map(|r| Box::new(r) as Box<dyn Any + Send>)
+        }));
         Box::pin(async move { downcast(fut.await?) })
     }
 
@@ -134,7 +138,9 @@ pub trait StoreExt: Store {
         R: Send + 'static,
         F: FnOnce(&dyn View) -> Result<R> + Send + 'static,
     {
-        let fut = self.read_boxed(Box::new(move |v| f(v).map(|r| Box::new(r) as Box<dyn Any + Send>)));
+        let fut = self.read_boxed(Box::new(move |v| {
+            f(v).map(|r| Box::new(r) as Box<dyn Any + Send>)
+        }));
         Box::pin(async move { downcast(fut.await?) })
     }
 }
@@ -169,7 +175,14 @@ impl View for MemTx {
         let Some(t) = self.tables.get(&table) else {
             return Ok(Vec::new());
         };
-        let upper = if to.is_empty() { Bound::Unbounded } else { Bound::Excluded(to.to_vec()) };
+        if !to.is_empty() && from >= to {
+            return Ok(Vec::new());
+        }
+        let upper = if to.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(to.to_vec())
+        };
         Ok(t.range((Bound::Included(from.to_vec()), upper))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -179,7 +192,10 @@ impl View for MemTx {
 
 impl Tx for MemTx {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
-        self.tables.entry(table).or_default().insert(key.to_vec(), value.to_vec());
+        self.tables
+            .entry(table)
+            .or_default()
+            .insert(key.to_vec(), value.to_vec());
         Ok(())
     }
 

@@ -13,9 +13,15 @@ pub fn party_id(field: &str, id: &str) -> Result<()> {
         return Err(Error::invalid(format!("{field} is empty")));
     }
     if id.len() > MAX_ID_LEN {
-        return Err(Error::invalid(format!("{field} is {} bytes; at most {MAX_ID_LEN}", id.len())));
+        return Err(Error::invalid(format!(
+            "{field} is {} bytes; at most {MAX_ID_LEN}",
+            id.len()
+        )));
     }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))) {
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')))
+    {
         return Err(Error::invalid(format!(
             "{field} contains {c:?}; allowed are letters, digits and . _ - @"
         )));
@@ -29,7 +35,9 @@ pub fn session_id(field: &str, id: &str) -> Result<()> {
         return Err(Error::invalid(format!("{field} is empty")));
     }
     if uuid::Uuid::try_parse(id).is_err() {
-        return Err(Error::invalid(format!("{field} {id:?} is not a session id (a UUID)")));
+        return Err(Error::invalid(format!(
+            "{field} {id:?} is not a session id (a UUID)"
+        )));
     }
     Ok(())
 }
@@ -40,10 +48,15 @@ pub fn label(field: &str, value: &str, allow_empty: bool) -> Result<()> {
         return Err(Error::invalid(format!("{field} is empty")));
     }
     if value.len() > MAX_TYPE_LEN {
-        return Err(Error::invalid(format!("{field} is {} bytes; at most {MAX_TYPE_LEN}", value.len())));
+        return Err(Error::invalid(format!(
+            "{field} is {} bytes; at most {MAX_TYPE_LEN}",
+            value.len()
+        )));
     }
     if value.chars().any(|c| !c.is_ascii_graphic()) {
-        return Err(Error::invalid(format!("{field} must be printable ASCII without spaces")));
+        return Err(Error::invalid(format!(
+            "{field} must be printable ASCII without spaces"
+        )));
     }
     Ok(())
 }
@@ -51,7 +64,10 @@ pub fn label(field: &str, value: &str, allow_empty: bool) -> Result<()> {
 /// A free-text field bounded in size (versions, error messages, device info).
 pub fn text(field: &str, value: &str, max: usize) -> Result<()> {
     if value.len() > max {
-        return Err(Error::invalid(format!("{field} is {} bytes; at most {max}", value.len())));
+        return Err(Error::invalid(format!(
+            "{field} is {} bytes; at most {max}",
+            value.len()
+        )));
     }
     Ok(())
 }

@@ -18,7 +18,12 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        World { tx: MemTx::new(), limits: Limits::default(), coordinator_key: IdentityKey::generate(), counter: 0 }
+        World {
+            tx: MemTx::new(),
+            limits: Limits::default(),
+            coordinator_key: IdentityKey::generate(),
+            counter: 0,
+        }
     }
 
     fn random64(&mut self) -> [u8; 64] {
@@ -28,13 +33,29 @@ impl World {
         r
     }
 
-    fn login(&mut self, party: &str, key: &IdentityKey, now: i64) -> cohort_core::Result<Principal> {
+    fn login(
+        &mut self,
+        party: &str,
+        key: &IdentityKey,
+        now: i64,
+    ) -> cohort_core::Result<Principal> {
         let r = self.random64();
-        let ch = identity::issue_challenge(&mut self.tx, party, &key.public(), r, now, &self.limits)?;
+        let ch =
+            identity::issue_challenge(&mut self.tx, party, &key.public(), r, now, &self.limits)?;
         let sig = key.sign(LOGIN_DOMAIN, &login_message(&ch.challenge, party));
         let token = [self.counter; 32];
         let coord = [self.coordinator_key.public()];
-        let issued = identity::login(&mut self.tx, &ch.challenge_id, party, &key.public(), &sig, token, &coord, now, &self.limits)?;
+        let issued = identity::login(
+            &mut self.tx,
+            &ch.challenge_id,
+            party,
+            &key.public(),
+            &sig,
+            token,
+            &coord,
+            now,
+            &self.limits,
+        )?;
         identity::authenticate(&self.tx, &issued.access_token, now)
     }
 
@@ -63,11 +84,20 @@ impl World {
             n += 1;
             b.fill(n)
         };
-        session::create(&mut self.tx, coord, req, &mut entropy, T0, &self.limits).unwrap().0
+        session::create(&mut self.tx, coord, req, &mut entropy, T0, &self.limits)
+            .unwrap()
+            .0
     }
 }
 
-fn route(w: &mut World, who: &Principal, sid: &str, to: &[&str], round: i32, payload: &[u8]) -> cohort_core::Result<[u8; 16]> {
+fn route(
+    w: &mut World,
+    who: &Principal,
+    sid: &str,
+    to: &[&str],
+    round: i32,
+    payload: &[u8],
+) -> cohort_core::Result<[u8; 16]> {
     let req = RouteRequest {
         session_id: sid.into(),
         from_party: who.id.clone(),
@@ -88,22 +118,58 @@ fn party_id_is_bound_to_its_first_key() {
     w.login("alice", &k1, T0).unwrap();
     let e = w.login("alice", &k2, T0).unwrap_err();
     assert_eq!(e.kind, ErrorKind::PermissionDenied);
-    assert!(w.login("alice", &k1, T0).is_ok(), "the bound key logs in again");
+    assert!(
+        w.login("alice", &k1, T0).is_ok(),
+        "the bound key logs in again"
+    );
 }
 
 #[test]
 fn challenge_is_single_use_and_expires() {
     let mut w = World::new();
     let k = IdentityKey::generate();
-    let ch = identity::issue_challenge(&mut w.tx, "bob", &k.public(), [3; 64], T0, &w.limits).unwrap();
+    let ch =
+        identity::issue_challenge(&mut w.tx, "bob", &k.public(), [3; 64], T0, &w.limits).unwrap();
     let sig = k.sign(LOGIN_DOMAIN, &login_message(&ch.challenge, "bob"));
-    identity::login(&mut w.tx, &ch.challenge_id, "bob", &k.public(), &sig, [1; 32], &[], T0, &w.limits).unwrap();
-    let again = identity::login(&mut w.tx, &ch.challenge_id, "bob", &k.public(), &sig, [2; 32], &[], T0, &w.limits);
+    identity::login(
+        &mut w.tx,
+        &ch.challenge_id,
+        "bob",
+        &k.public(),
+        &sig,
+        [1; 32],
+        &[],
+        T0,
+        &w.limits,
+    )
+    .unwrap();
+    let again = identity::login(
+        &mut w.tx,
+        &ch.challenge_id,
+        "bob",
+        &k.public(),
+        &sig,
+        [2; 32],
+        &[],
+        T0,
+        &w.limits,
+    );
     assert_eq!(again.unwrap_err().kind, ErrorKind::Unauthenticated);
 
-    let ch = identity::issue_challenge(&mut w.tx, "bob", &k.public(), [4; 64], T0, &w.limits).unwrap();
+    let ch =
+        identity::issue_challenge(&mut w.tx, "bob", &k.public(), [4; 64], T0, &w.limits).unwrap();
     let sig = k.sign(LOGIN_DOMAIN, &login_message(&ch.challenge, "bob"));
-    let late = identity::login(&mut w.tx, &ch.challenge_id, "bob", &k.public(), &sig, [5; 32], &[], T0 + 60_001, &w.limits);
+    let late = identity::login(
+        &mut w.tx,
+        &ch.challenge_id,
+        "bob",
+        &k.public(),
+        &sig,
+        [5; 32],
+        &[],
+        T0 + 60_001,
+        &w.limits,
+    );
     assert_eq!(late.unwrap_err().kind, ErrorKind::Unauthenticated);
 }
 
@@ -112,9 +178,21 @@ fn wrong_signature_is_refused() {
     let mut w = World::new();
     let k = IdentityKey::generate();
     let other = IdentityKey::generate();
-    let ch = identity::issue_challenge(&mut w.tx, "carol", &k.public(), [9; 64], T0, &w.limits).unwrap();
+    let ch =
+        identity::issue_challenge(&mut w.tx, "carol", &k.public(), [9; 64], T0, &w.limits).unwrap();
     let sig = other.sign(LOGIN_DOMAIN, &login_message(&ch.challenge, "carol"));
-    let e = identity::login(&mut w.tx, &ch.challenge_id, "carol", &k.public(), &sig, [1; 32], &[], T0, &w.limits).unwrap_err();
+    let e = identity::login(
+        &mut w.tx,
+        &ch.challenge_id,
+        "carol",
+        &k.public(),
+        &sig,
+        [1; 32],
+        &[],
+        T0,
+        &w.limits,
+    )
+    .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unauthenticated);
 }
 
@@ -122,16 +200,38 @@ fn wrong_signature_is_refused() {
 fn token_expires_and_unknown_token_is_refused() {
     let mut w = World::new();
     let k = IdentityKey::generate();
-    let ch = identity::issue_challenge(&mut w.tx, "dan", &k.public(), [7; 64], T0, &w.limits).unwrap();
+    let ch =
+        identity::issue_challenge(&mut w.tx, "dan", &k.public(), [7; 64], T0, &w.limits).unwrap();
     let sig = k.sign(LOGIN_DOMAIN, &login_message(&ch.challenge, "dan"));
-    let t = identity::login(&mut w.tx, &ch.challenge_id, "dan", &k.public(), &sig, [8; 32], &[], T0, &w.limits).unwrap();
+    let t = identity::login(
+        &mut w.tx,
+        &ch.challenge_id,
+        "dan",
+        &k.public(),
+        &sig,
+        [8; 32],
+        &[],
+        T0,
+        &w.limits,
+    )
+    .unwrap();
     assert_eq!(t.access_token.len(), 64);
-    assert_eq!(identity::authenticate(&w.tx, &t.access_token, T0).unwrap().id, "dan");
+    assert_eq!(
+        identity::authenticate(&w.tx, &t.access_token, T0)
+            .unwrap()
+            .id,
+        "dan"
+    );
     let expired = identity::authenticate(&w.tx, &t.access_token, T0 + w.limits.token_ttl_ms + 1);
     assert_eq!(expired.unwrap_err().kind, ErrorKind::Unauthenticated);
     let unknown = identity::authenticate(&w.tx, &"ab".repeat(32), T0);
     assert_eq!(unknown.unwrap_err().kind, ErrorKind::Unauthenticated);
-    assert_eq!(identity::authenticate(&w.tx, "nothex", T0).unwrap_err().kind, ErrorKind::Unauthenticated);
+    assert_eq!(
+        identity::authenticate(&w.tx, "nothex", T0)
+            .unwrap_err()
+            .kind,
+        ErrorKind::Unauthenticated
+    );
 }
 
 #[test]
@@ -141,10 +241,17 @@ fn online_filter_uses_the_heartbeat_window() {
     w.party("b");
     identity::heartbeat(&mut w.tx, &a, "a", T0 + 40_000).unwrap();
     let online = identity::list_parties(&w.tx, "", true, T0 + 45_000, &w.limits).unwrap();
-    assert_eq!(online.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(
+        online.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
     let all = identity::list_parties(&w.tx, "persistent", false, T0 + 45_000, &w.limits).unwrap();
     assert_eq!(all.len(), 2);
-    assert!(identity::list_parties(&w.tx, "delegate", false, T0, &w.limits).unwrap().is_empty());
+    assert!(
+        identity::list_parties(&w.tx, "delegate", false, T0, &w.limits)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -152,19 +259,37 @@ fn only_coordinators_create_sessions_and_thresholds_are_checked() {
     let mut w = World::new();
     let a = w.party("a");
     w.party("b");
-    let req = CreateRequest { session_type: "keygen".into(), n: 2, t: 2, parties: vec!["a".into(), "b".into()], ..Default::default() };
+    let req = CreateRequest {
+        session_type: "keygen".into(),
+        n: 2,
+        t: 2,
+        parties: vec!["a".into(), "b".into()],
+        ..Default::default()
+    };
     let mut e = |b: &mut [u8]| b.fill(1);
     let err = session::create(&mut w.tx, &a, req.clone(), &mut e, T0, &w.limits).unwrap_err();
     assert_eq!(err.kind, ErrorKind::PermissionDenied);
     let c = w.coordinator();
     for (n, t) in [(2, 3), (2, 0), (1001, 2)] {
-        let bad = CreateRequest { n, t, ..req.clone() };
+        let bad = CreateRequest {
+            n,
+            t,
+            ..req.clone()
+        };
         let err = session::create(&mut w.tx, &c, bad, &mut e, T0, &w.limits).unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidArgument, "n={n} t={t}");
         assert!(err.message.contains("threshold"));
     }
-    let unknown = CreateRequest { parties: vec!["a".into(), "zed".into()], ..req };
-    assert_eq!(session::create(&mut w.tx, &c, unknown, &mut e, T0, &w.limits).unwrap_err().kind, ErrorKind::NotFound);
+    let unknown = CreateRequest {
+        parties: vec!["a".into(), "zed".into()],
+        ..req
+    };
+    assert_eq!(
+        session::create(&mut w.tx, &c, unknown, &mut e, T0, &w.limits)
+            .unwrap_err()
+            .kind,
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
@@ -190,7 +315,10 @@ fn idempotency_key_returns_the_first_session() {
     let (s2, new2, w2) = session::create(&mut w.tx, &c, req, &mut e, T0, &w.limits).unwrap();
     assert!(new1 && !new2);
     assert_eq!(s1.id, s2.id);
-    assert!(w2.is_empty(), "a replay publishes no second session_created");
+    assert!(
+        w2.is_empty(),
+        "a replay publishes no second session_created"
+    );
 }
 
 #[test]
@@ -207,38 +335,93 @@ fn full_session_lifecycle_completes_when_reports_agree() {
     assert_eq!(ev.event_type, "session_created");
     assert_eq!(ev.join_tokens, vec![("a".to_string(), token(&s, "a"))]);
 
-    let wrong = session::join(&mut w.tx, &a, &s.id, "a", &token(&s, "b"), None, T0, &w.limits);
+    let wrong = session::join(
+        &mut w.tx,
+        &a,
+        &s.id,
+        "a",
+        &token(&s, "b"),
+        None,
+        T0,
+        &w.limits,
+    );
     assert_eq!(wrong.unwrap_err().kind, ErrorKind::PermissionDenied);
     for p in [&a, &b, &c3] {
-        session::join(&mut w.tx, p, &s.id, &p.id, &token(&s, &p.id), None, T0, &w.limits).unwrap();
+        session::join(
+            &mut w.tx,
+            p,
+            &s.id,
+            &p.id,
+            &token(&s, &p.id),
+            None,
+            T0,
+            &w.limits,
+        )
+        .unwrap();
     }
-    assert!(!session::mark_ready(&mut w.tx, &a, &s.id, "a", T0, &w.limits).unwrap().0);
-    assert!(!session::mark_ready(&mut w.tx, &b, &s.id, "b", T0, &w.limits).unwrap().0);
-    assert!(session::mark_ready(&mut w.tx, &c3, &s.id, "c", T0, &w.limits).unwrap().0);
-    assert_eq!(session::status(&w.tx, &a, &s.id).unwrap().status, SessionStatus::InProgress);
+    assert!(
+        !session::mark_ready(&mut w.tx, &a, &s.id, "a", T0, &w.limits)
+            .unwrap()
+            .0
+    );
+    assert!(
+        !session::mark_ready(&mut w.tx, &b, &s.id, "b", T0, &w.limits)
+            .unwrap()
+            .0
+    );
+    assert!(
+        session::mark_ready(&mut w.tx, &c3, &s.id, "c", T0, &w.limits)
+            .unwrap()
+            .0
+    );
+    assert_eq!(
+        session::status(&w.tx, &a, &s.id).unwrap().status,
+        SessionStatus::InProgress
+    );
 
     // Broadcast reaches the two others; point-to-point only its recipient.
     route(&mut w, &a, &s.id, &[], 1, b"bcast").unwrap();
     route(&mut w, &a, &s.id, &["c"], 2, b"p2p").unwrap();
     let got_b = mailbox::pending(&w.tx, &MailboxAddr::session("b", &s.id), 0, 10).unwrap();
     let got_c = mailbox::pending(&w.tx, &MailboxAddr::session("c", &s.id), 0, 10).unwrap();
-    assert_eq!(got_b.iter().map(|d| d.message.payload.clone()).collect::<Vec<_>>(), vec![b"bcast".to_vec()]);
-    assert_eq!(got_c.iter().map(|d| d.message.payload.clone()).collect::<Vec<_>>(), vec![b"bcast".to_vec(), b"p2p".to_vec()]);
+    assert_eq!(
+        got_b
+            .iter()
+            .map(|d| d.message.payload.clone())
+            .collect::<Vec<_>>(),
+        vec![b"bcast".to_vec()]
+    );
+    assert_eq!(
+        got_c
+            .iter()
+            .map(|d| d.message.payload.clone())
+            .collect::<Vec<_>>(),
+        vec![b"bcast".to_vec(), b"p2p".to_vec()]
+    );
     assert!(got_b[0].message.is_broadcast && !got_c[1].message.is_broadcast);
     assert_eq!(got_c[0].seq + 1, got_c[1].seq);
 
-    let report = Report { public_key: vec![7; 32], signature: vec![] };
+    let report = Report {
+        public_key: vec![7; 32],
+        signature: vec![],
+    };
     for p in [&a, &b] {
-        let (all, _) = session::report_completion(&mut w.tx, p, &s.id, &p.id, report.clone(), T0, &w.limits).unwrap();
+        let (all, _) =
+            session::report_completion(&mut w.tx, p, &s.id, &p.id, report.clone(), T0, &w.limits)
+                .unwrap();
         assert!(!all);
     }
-    let (all, _) = session::report_completion(&mut w.tx, &c3, &s.id, "c", report, T0, &w.limits).unwrap();
+    let (all, _) =
+        session::report_completion(&mut w.tx, &c3, &s.id, "c", report, T0, &w.limits).unwrap();
     assert!(all);
     let done = session::status(&w.tx, &a, &s.id).unwrap();
     assert_eq!(done.status, SessionStatus::Completed);
     assert_eq!(done.public_key, vec![7; 32]);
     // A closed session takes no new messages.
-    assert_eq!(route(&mut w, &a, &s.id, &[], 3, b"late").unwrap_err().kind, ErrorKind::FailedPrecondition);
+    assert_eq!(
+        route(&mut w, &a, &s.id, &[], 3, b"late").unwrap_err().kind,
+        ErrorKind::FailedPrecondition
+    );
 }
 
 #[test]
@@ -251,12 +434,19 @@ fn disagreeing_reports_fail_the_session() {
         let tok = s.participant(&p.id).unwrap().join_token.clone();
         session::join(&mut w.tx, p, &s.id, &p.id, &tok, None, T0, &w.limits).unwrap();
     }
-    let r = |k: u8| Report { public_key: vec![k; 32], signature: vec![] };
+    let r = |k: u8| Report {
+        public_key: vec![k; 32],
+        signature: vec![],
+    };
     session::report_completion(&mut w.tx, &a, &s.id, "a", r(1), T0, &w.limits).unwrap();
     session::report_completion(&mut w.tx, &b, &s.id, "b", r(2), T0, &w.limits).unwrap();
     let st = session::status(&w.tx, &a, &s.id).unwrap();
     assert_eq!(st.status, SessionStatus::Failed);
-    assert!(st.failure_reason.contains("b disagree"), "{}", st.failure_reason);
+    assert!(
+        st.failure_reason.contains("b disagree"),
+        "{}",
+        st.failure_reason
+    );
 }
 
 #[test]
@@ -265,11 +455,29 @@ fn non_members_may_not_send_or_receive() {
     let (a, _b, outsider) = (w.party("a"), w.party("b"), w.party("x"));
     let coord = w.coordinator();
     let s = w.session(&coord, &["a", "b"], 1);
-    assert_eq!(route(&mut w, &outsider, &s.id, &[], 1, b"").unwrap_err().kind, ErrorKind::PermissionDenied);
-    assert_eq!(route(&mut w, &a, &s.id, &["x"], 1, b"").unwrap_err().kind, ErrorKind::PermissionDenied);
-    assert_eq!(session::status(&w.tx, &outsider, &s.id).unwrap_err().kind, ErrorKind::PermissionDenied);
+    assert_eq!(
+        route(&mut w, &outsider, &s.id, &[], 1, b"")
+            .unwrap_err()
+            .kind,
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(
+        route(&mut w, &a, &s.id, &["x"], 1, b"").unwrap_err().kind,
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(
+        session::status(&w.tx, &outsider, &s.id).unwrap_err().kind,
+        ErrorKind::PermissionDenied
+    );
     // Claiming to be another party is refused.
-    let forged = RouteRequest { session_id: s.id.clone(), from_party: "b".into(), to_parties: vec![], round: 1, message_type: "r".into(), payload: vec![] };
+    let forged = RouteRequest {
+        session_id: s.id.clone(),
+        from_party: "b".into(),
+        to_parties: vec![],
+        round: 1,
+        message_type: "r".into(),
+        payload: vec![],
+    };
     let e = session::route(&mut w.tx, &a, forged, [0; 16], T0, &w.limits).unwrap_err();
     assert_eq!(e.kind, ErrorKind::PermissionDenied);
 }
@@ -283,7 +491,12 @@ fn ack_settles_and_status_reports_all_acknowledged() {
     let id = route(&mut w, &a, &s.id, &[], 1, b"m").unwrap();
     let msg = mailbox::get_message(&w.tx, &id).unwrap().unwrap();
     assert_eq!(msg.recipients.len(), 2);
-    let (addr_b, seq_b) = msg.recipients.iter().find(|(m, _)| m.owner == "b").unwrap().clone();
+    let (addr_b, seq_b) = msg
+        .recipients
+        .iter()
+        .find(|(m, _)| m.owner == "b")
+        .unwrap()
+        .clone();
     mailbox::mark_delivered(&mut w.tx, &addr_b, &[seq_b], T0).unwrap();
     mailbox::mark_delivered(&mut w.tx, &addr_b, &[seq_b], T0).unwrap();
     let e = mailbox::entry(&w.tx, &addr_b, seq_b).unwrap().unwrap();
@@ -302,13 +515,29 @@ fn ack_up_to_removes_only_up_to_seq() {
     let mut tx = MemTx::new();
     let addr = MailboxAddr::new("q", b"ch".to_vec());
     for i in 0..5u8 {
-        let out = mailbox::Outgoing { sender: "s".into(), session_id: String::new(), round: 0, message_type: String::new(), is_broadcast: false, payload: vec![i], expires_at: T0 + 1000 };
+        let out = mailbox::Outgoing {
+            sender: "s".into(),
+            session_id: String::new(),
+            round: 0,
+            message_type: String::new(),
+            is_broadcast: false,
+            payload: vec![i],
+            expires_at: T0 + 1000,
+        };
         mailbox::append(&mut tx, out, std::slice::from_ref(&addr), [i; 16], T0, 100).unwrap();
     }
     assert_eq!(mailbox::ack_up_to(&mut tx, &addr, 3, T0).unwrap(), 3);
-    let left: Vec<u64> = mailbox::pending(&tx, &addr, 0, 10).unwrap().iter().map(|d| d.seq).collect();
+    let left: Vec<u64> = mailbox::pending(&tx, &addr, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|d| d.seq)
+        .collect();
     assert_eq!(left, vec![4, 5]);
-    let after4: Vec<u64> = mailbox::pending(&tx, &addr, 4, 10).unwrap().iter().map(|d| d.seq).collect();
+    let after4: Vec<u64> = mailbox::pending(&tx, &addr, 4, 10)
+        .unwrap()
+        .iter()
+        .map(|d| d.seq)
+        .collect();
     assert_eq!(after4, vec![5]);
 }
 
@@ -316,9 +545,25 @@ fn ack_up_to_removes_only_up_to_seq() {
 fn mailbox_depth_quota_is_enforced() {
     let mut tx = MemTx::new();
     let addr = MailboxAddr::new("q", vec![]);
-    let out = mailbox::Outgoing { sender: "s".into(), session_id: String::new(), round: 0, message_type: String::new(), is_broadcast: false, payload: vec![], expires_at: 0 };
+    let out = mailbox::Outgoing {
+        sender: "s".into(),
+        session_id: String::new(),
+        round: 0,
+        message_type: String::new(),
+        is_broadcast: false,
+        payload: vec![],
+        expires_at: 0,
+    };
     for i in 0..3u8 {
-        mailbox::append(&mut tx, out.clone(), std::slice::from_ref(&addr), [i; 16], T0, 3).unwrap();
+        mailbox::append(
+            &mut tx,
+            out.clone(),
+            std::slice::from_ref(&addr),
+            [i; 16],
+            T0,
+            3,
+        )
+        .unwrap();
     }
     let e = mailbox::append(&mut tx, out, std::slice::from_ref(&addr), [9; 16], T0, 3).unwrap_err();
     assert_eq!(e.kind, ErrorKind::ResourceExhausted);
@@ -332,15 +577,30 @@ fn idle_session_expires_and_its_messages_fail() {
     let coord = w.coordinator();
     let s = w.session(&coord, &["a", "b"], 1);
     let id = route(&mut w, &a, &s.id, &["b"], 1, b"undelivered").unwrap();
-    let limits = Limits { stall_timeout_ms: i64::MAX / 4, ..w.limits.clone() };
+    let limits = Limits {
+        stall_timeout_ms: i64::MAX / 4,
+        ..w.limits.clone()
+    };
     let out = session::sweep(&mut w.tx, s.expires_at, &limits, 100).unwrap();
     assert_eq!(out.expired, vec![s.id.clone()]);
-    assert_eq!(session::status(&w.tx, &a, &s.id).unwrap().status, SessionStatus::Expired);
+    assert_eq!(
+        session::status(&w.tx, &a, &s.id).unwrap().status,
+        SessionStatus::Expired
+    );
     let msg = mailbox::get_message(&w.tx, &id).unwrap().unwrap();
     let (addr, seq) = &msg.recipients[0];
-    assert_eq!(mailbox::entry(&w.tx, addr, *seq).unwrap().unwrap().status, DeliveryStatus::Failed);
+    assert_eq!(
+        mailbox::entry(&w.tx, addr, *seq).unwrap().unwrap().status,
+        DeliveryStatus::Failed
+    );
     // After retention the session and its messages are gone.
-    let later = session::sweep(&mut w.tx, s.expires_at + limits.retention_ms + 1, &limits, 100).unwrap();
+    let later = session::sweep(
+        &mut w.tx,
+        s.expires_at + limits.retention_ms + 1,
+        &limits,
+        100,
+    )
+    .unwrap();
     assert_eq!(later.purged, vec![s.id.clone()]);
     assert!(mailbox::get_message(&w.tx, &id).unwrap().is_none());
 }
@@ -361,7 +621,11 @@ fn stalled_session_fails_naming_whom_it_waits_for() {
     let st = session::status(&w.tx, &a, &s.id).unwrap();
     assert_eq!(st.status, SessionStatus::Failed);
     assert_eq!(st.waiting_for, vec!["c".to_string()]);
-    assert!(st.failure_reason.contains("waiting for c"), "{}", st.failure_reason);
+    assert!(
+        st.failure_reason.contains("waiting for c"),
+        "{}",
+        st.failure_reason
+    );
 }
 
 #[test]
@@ -374,7 +638,10 @@ fn offline_participant_extends_the_stall_timeout() {
         "a",
         "persistent",
         "1",
-        Some(identity::NotificationChannel { email: "a@example.org".into(), ..Default::default() }),
+        Some(identity::NotificationChannel {
+            email: "a@example.org".into(),
+            ..Default::default()
+        }),
         T0,
     )
     .unwrap();
@@ -383,7 +650,10 @@ fn offline_participant_extends_the_stall_timeout() {
     let s = w.session(&coord, &["a", "b"], 1);
     let out = session::sweep(&mut w.tx, T0 + 61_000, &w.limits, 100).unwrap();
     assert!(out.stalled.is_empty());
-    assert_eq!(session::status(&w.tx, &a, &s.id).unwrap().status, SessionStatus::Created);
+    assert_eq!(
+        session::status(&w.tx, &a, &s.id).unwrap().status,
+        SessionStatus::Created
+    );
 }
 
 #[test]
@@ -393,10 +663,21 @@ fn delegate_shares_go_only_to_the_creator() {
     w.party("b");
     let coord = w.coordinator();
     let s = w.session(&coord, &["a", "b"], 1);
-    let share = session::DelegateShare { party_id: "a".into(), encrypted_share: vec![1, 2, 3], public_key: vec![4], party_index: 1 };
+    let share = session::DelegateShare {
+        party_id: "a".into(),
+        encrypted_share: vec![1, 2, 3],
+        public_key: vec![4],
+        party_index: 1,
+    };
     session::submit_delegate_share_to(&mut w.tx, &a, &s.id, share.clone()).unwrap();
-    assert_eq!(session::delegate_shares(&w.tx, &coord, &s.id).unwrap(), vec![share]);
-    assert_eq!(session::delegate_shares(&w.tx, &a, &s.id).unwrap_err().kind, ErrorKind::PermissionDenied);
+    assert_eq!(
+        session::delegate_shares(&w.tx, &coord, &s.id).unwrap(),
+        vec![share]
+    );
+    assert_eq!(
+        session::delegate_shares(&w.tx, &a, &s.id).unwrap_err().kind,
+        ErrorKind::PermissionDenied
+    );
 }
 
 #[test]
@@ -417,7 +698,12 @@ fn publish_needs_coordinator() {
         expires_at: 0,
         delegate_share: None,
     };
-    assert_eq!(session::publish(&mut w.tx, &a, ev.clone(), T0, &w.limits).unwrap_err().kind, ErrorKind::PermissionDenied);
+    assert_eq!(
+        session::publish(&mut w.tx, &a, ev.clone(), T0, &w.limits)
+            .unwrap_err()
+            .kind,
+        ErrorKind::PermissionDenied
+    );
     let (rcpt, wake) = session::publish(&mut w.tx, &coord, ev, T0, &w.limits).unwrap();
     assert_eq!(rcpt, vec!["a".to_string()]);
     assert_eq!(wake, vec![MailboxAddr::events("a")]);

@@ -67,7 +67,14 @@ impl Context {
     pub fn to_bytes(&self) -> Vec<u8> {
         let recipient_len = self.recipient.as_ref().map_or(0, |r| 4 + r.len());
         let mut out = Vec::with_capacity(
-            4 + self.session_id.len() + 4 + self.sender.len() + 1 + recipient_len + 4 + 4 + self.message_type.len(),
+            4 + self.session_id.len()
+                + 4
+                + self.sender.len()
+                + 1
+                + recipient_len
+                + 4
+                + 4
+                + self.message_type.len(),
         );
         put_str(&mut out, &self.session_id);
         put_str(&mut out, &self.sender);
@@ -120,14 +127,23 @@ pub fn seal_envelope(
         (None, None) => (KIND_PLAIN, body.to_vec()),
         (Some(_), Some(key)) => {
             // The only way sealing fails is a recipient key that is not an X25519 point.
-            let sealed =
-                seal::seal(key, &ctx_bytes, ENVELOPE_HPKE_INFO, body).map_err(|_| EnvelopeError::BadRecipientKey)?;
+            let sealed = seal::seal(key, &ctx_bytes, ENVELOPE_HPKE_INFO, body)
+                .map_err(|_| EnvelopeError::BadRecipientKey)?;
             (KIND_SEALED, sealed)
         }
-        (Some(_), None) => return Err(EnvelopeError::ContextMismatch("point-to-point context needs the recipient's key")),
-        (None, Some(_)) => return Err(EnvelopeError::ContextMismatch("a broadcast is not sealed to one recipient")),
+        (Some(_), None) => {
+            return Err(EnvelopeError::ContextMismatch(
+                "point-to-point context needs the recipient's key",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(EnvelopeError::ContextMismatch(
+                "a broadcast is not sealed to one recipient",
+            ))
+        }
     };
-    let payload_len = u32::try_from(payload.len()).map_err(|_| EnvelopeError::Malformed("body longer than 4 GiB"))?;
+    let payload_len = u32::try_from(payload.len())
+        .map_err(|_| EnvelopeError::Malformed("body longer than 4 GiB"))?;
     let signature = identity.sign(ENVELOPE_DOMAIN, &signed_message(&ctx_bytes, kind, &payload));
 
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + SIGNATURE_LEN);
@@ -156,17 +172,24 @@ pub fn open_envelope(
         parsed.signature,
     )
     .map_err(|e| match e {
-        CryptoError::MalformedKey(_) => EnvelopeError::Malformed("sender identity key is not an Ed25519 public key"),
+        CryptoError::MalformedKey(_) => {
+            EnvelopeError::Malformed("sender identity key is not an Ed25519 public key")
+        }
         _ => EnvelopeError::BadSignature,
     })?;
 
     match (parsed.kind, &ctx.recipient, my_enc_key) {
         (KIND_PLAIN, None, _) => Ok(parsed.body.to_vec()),
         (KIND_SEALED, Some(_), Some(key)) => {
-            seal::open(key, &ctx_bytes, ENVELOPE_HPKE_INFO, parsed.body).map_err(|_| EnvelopeError::DecryptFailed)
+            seal::open(key, &ctx_bytes, ENVELOPE_HPKE_INFO, parsed.body)
+                .map_err(|_| EnvelopeError::DecryptFailed)
         }
-        (KIND_SEALED, Some(_), None) => Err(EnvelopeError::ContextMismatch("a sealed envelope needs our encryption key")),
-        (KIND_PLAIN, Some(_), _) => Err(EnvelopeError::Malformed("point-to-point payload is not sealed")),
+        (KIND_SEALED, Some(_), None) => Err(EnvelopeError::ContextMismatch(
+            "a sealed envelope needs our encryption key",
+        )),
+        (KIND_PLAIN, Some(_), _) => Err(EnvelopeError::Malformed(
+            "point-to-point payload is not sealed",
+        )),
         (_, None, _) => Err(EnvelopeError::Malformed("broadcast payload is sealed")),
         _ => Err(EnvelopeError::Malformed("unknown envelope kind")),
     }
@@ -181,7 +204,9 @@ struct Parsed<'a> {
 /// Splits the wire format without allocating; every length is checked against the input.
 fn parse(bytes: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
     if bytes.len() < HEADER_LEN + SIGNATURE_LEN {
-        return Err(EnvelopeError::Malformed("shorter than header and signature"));
+        return Err(EnvelopeError::Malformed(
+            "shorter than header and signature",
+        ));
     }
     let (header, rest) = bytes.split_at(HEADER_LEN);
     if header[0] != ENVELOPE_VERSION {
@@ -193,10 +218,16 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
     }
     let body_len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize;
     if rest.len() != body_len.saturating_add(SIGNATURE_LEN) {
-        return Err(EnvelopeError::Malformed("body length does not match the envelope size"));
+        return Err(EnvelopeError::Malformed(
+            "body length does not match the envelope size",
+        ));
     }
     let (body, signature) = rest.split_at(body_len);
-    Ok(Parsed { kind, body, signature })
+    Ok(Parsed {
+        kind,
+        body,
+        signature,
+    })
 }
 
 fn signed_message(ctx_bytes: &[u8], kind: u8, body: &[u8]) -> Vec<u8> {
@@ -225,11 +256,26 @@ mod tests {
 
     #[test]
     fn context_encoding_is_unambiguous() {
-        let a = Context { session_id: "ab".into(), sender: "c".into(), ..ctx(None) };
-        let b = Context { session_id: "a".into(), sender: "bc".into(), ..ctx(None) };
+        let a = Context {
+            session_id: "ab".into(),
+            sender: "c".into(),
+            ..ctx(None)
+        };
+        let b = Context {
+            session_id: "a".into(),
+            sender: "bc".into(),
+            ..ctx(None)
+        };
         assert_ne!(a.to_bytes(), b.to_bytes());
         assert_ne!(ctx(None).to_bytes(), ctx(Some("")).to_bytes());
-        assert_ne!(ctx(None).to_bytes(), Context { round: 3, ..ctx(None) }.to_bytes());
+        assert_ne!(
+            ctx(None).to_bytes(),
+            Context {
+                round: 3,
+                ..ctx(None)
+            }
+            .to_bytes()
+        );
     }
 
     #[test]
@@ -238,8 +284,13 @@ mod tests {
         let bob = EncryptionKeyPair::generate();
         let c = ctx(Some("bob"));
         let env = seal_envelope(&alice, &c, Some(&bob.public()), b"secret share bytes").unwrap();
-        assert!(!env.windows(b"secret share bytes".len()).any(|w| w == b"secret share bytes"));
-        assert_eq!(open_envelope(&c, &alice.public(), Some(&bob), &env).unwrap(), b"secret share bytes");
+        assert!(!env
+            .windows(b"secret share bytes".len())
+            .any(|w| w == b"secret share bytes"));
+        assert_eq!(
+            open_envelope(&c, &alice.public(), Some(&bob), &env).unwrap(),
+            b"secret share bytes"
+        );
     }
 
     #[test]
@@ -247,7 +298,10 @@ mod tests {
         let alice = IdentityKey::generate();
         let c = ctx(None);
         let env = seal_envelope(&alice, &c, None, b"commitment").unwrap();
-        assert_eq!(open_envelope(&c, &alice.public(), None, &env).unwrap(), b"commitment");
+        assert_eq!(
+            open_envelope(&c, &alice.public(), None, &env).unwrap(),
+            b"commitment"
+        );
     }
 
     #[test]
@@ -260,7 +314,13 @@ mod tests {
             let mut t = env.clone();
             t[i] ^= 0x40;
             let err = open_envelope(&c, &alice.public(), Some(&bob), &t).unwrap_err();
-            assert!(matches!(err, EnvelopeError::BadSignature | EnvelopeError::Malformed(_)), "byte {i}: {err:?}");
+            assert!(
+                matches!(
+                    err,
+                    EnvelopeError::BadSignature | EnvelopeError::Malformed(_)
+                ),
+                "byte {i}: {err:?}"
+            );
         }
     }
 
@@ -271,11 +331,26 @@ mod tests {
         let bob = EncryptionKeyPair::generate();
         let c = ctx(Some("bob"));
         let env = seal_envelope(&alice, &c, Some(&bob.public()), b"payload").unwrap();
-        let other_round = Context { round: 3, ..c.clone() };
-        assert_eq!(open_envelope(&other_round, &alice.public(), Some(&bob), &env), Err(EnvelopeError::BadSignature));
-        let other_session = Context { session_id: "s-2".into(), ..c.clone() };
-        assert_eq!(open_envelope(&other_session, &alice.public(), Some(&bob), &env), Err(EnvelopeError::BadSignature));
-        assert_eq!(open_envelope(&c, &mallory.public(), Some(&bob), &env), Err(EnvelopeError::BadSignature));
+        let other_round = Context {
+            round: 3,
+            ..c.clone()
+        };
+        assert_eq!(
+            open_envelope(&other_round, &alice.public(), Some(&bob), &env),
+            Err(EnvelopeError::BadSignature)
+        );
+        let other_session = Context {
+            session_id: "s-2".into(),
+            ..c.clone()
+        };
+        assert_eq!(
+            open_envelope(&other_session, &alice.public(), Some(&bob), &env),
+            Err(EnvelopeError::BadSignature)
+        );
+        assert_eq!(
+            open_envelope(&c, &mallory.public(), Some(&bob), &env),
+            Err(EnvelopeError::BadSignature)
+        );
     }
 
     #[test]
@@ -286,18 +361,33 @@ mod tests {
         let c = ctx(Some("bob"));
         // Alice signs a body sealed to Carol's key: the signature holds, the body does not open.
         let env = seal_envelope(&alice, &c, Some(&carol.public()), b"payload").unwrap();
-        assert_eq!(open_envelope(&c, &alice.public(), Some(&bob), &env), Err(EnvelopeError::DecryptFailed));
+        assert_eq!(
+            open_envelope(&c, &alice.public(), Some(&bob), &env),
+            Err(EnvelopeError::DecryptFailed)
+        );
     }
 
     #[test]
     fn keys_that_disagree_with_the_context_are_refused() {
         let alice = IdentityKey::generate();
         let bob = EncryptionKeyPair::generate();
-        assert!(matches!(seal_envelope(&alice, &ctx(Some("bob")), None, b"x"), Err(EnvelopeError::ContextMismatch(_))));
-        assert!(matches!(seal_envelope(&alice, &ctx(None), Some(&bob.public()), b"x"), Err(EnvelopeError::ContextMismatch(_))));
-        assert_eq!(seal_envelope(&alice, &ctx(Some("bob")), Some(&[1, 2]), b"x"), Err(EnvelopeError::BadRecipientKey));
+        assert!(matches!(
+            seal_envelope(&alice, &ctx(Some("bob")), None, b"x"),
+            Err(EnvelopeError::ContextMismatch(_))
+        ));
+        assert!(matches!(
+            seal_envelope(&alice, &ctx(None), Some(&bob.public()), b"x"),
+            Err(EnvelopeError::ContextMismatch(_))
+        ));
+        assert_eq!(
+            seal_envelope(&alice, &ctx(Some("bob")), Some(&[1, 2]), b"x"),
+            Err(EnvelopeError::BadRecipientKey)
+        );
         let env = seal_envelope(&alice, &ctx(Some("bob")), Some(&bob.public()), b"x").unwrap();
-        assert!(matches!(open_envelope(&ctx(Some("bob")), &alice.public(), None, &env), Err(EnvelopeError::ContextMismatch(_))));
+        assert!(matches!(
+            open_envelope(&ctx(Some("bob")), &alice.public(), None, &env),
+            Err(EnvelopeError::ContextMismatch(_))
+        ));
     }
 
     #[test]

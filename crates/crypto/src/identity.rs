@@ -46,12 +46,20 @@ impl std::fmt::Debug for IdentityKey {
 }
 
 /// Verifies a signature made by [`IdentityKey::sign`] under the same domain.
-pub fn verify(public: &[u8], domain: &str, message: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
+pub fn verify(
+    public: &[u8],
+    domain: &str,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), CryptoError> {
     let public: [u8; 32] = public
         .try_into()
         .map_err(|_| CryptoError::MalformedKey("an Ed25519 public key is 32 bytes"))?;
-    let key = VerifyingKey::from_bytes(&public).map_err(|_| CryptoError::MalformedKey("not a valid Ed25519 point"))?;
-    let signature: [u8; 64] = signature.try_into().map_err(|_| CryptoError::MalformedSignature)?;
+    let key = VerifyingKey::from_bytes(&public)
+        .map_err(|_| CryptoError::MalformedKey("not a valid Ed25519 point"))?;
+    let signature: [u8; 64] = signature
+        .try_into()
+        .map_err(|_| CryptoError::MalformedSignature)?;
     key.verify_strict(&framed(domain, message), &Signature::from_bytes(&signature))
         .map_err(|_| CryptoError::BadSignature)
 }
@@ -95,8 +103,17 @@ mod tests {
         let k = IdentityKey::generate();
         let sig = k.sign(LOGIN_DOMAIN, b"abc");
         assert_eq!(verify(&k.public(), LOGIN_DOMAIN, b"abc", &sig), Ok(()));
-        assert_eq!(verify(&k.public(), ENCRYPTION_KEY_DOMAIN, b"abc", &sig), Err(CryptoError::BadSignature));
-        assert_eq!(verify(&k.public(), LOGIN_DOMAIN, b"abd", &sig), Err(CryptoError::BadSignature));
-        assert!(matches!(verify(&[1, 2], LOGIN_DOMAIN, b"abc", &sig), Err(CryptoError::MalformedKey(_))));
+        assert_eq!(
+            verify(&k.public(), ENCRYPTION_KEY_DOMAIN, b"abc", &sig),
+            Err(CryptoError::BadSignature)
+        );
+        assert_eq!(
+            verify(&k.public(), LOGIN_DOMAIN, b"abd", &sig),
+            Err(CryptoError::BadSignature)
+        );
+        assert!(matches!(
+            verify(&[1, 2], LOGIN_DOMAIN, b"abc", &sig),
+            Err(CryptoError::MalformedKey(_))
+        ));
     }
 }

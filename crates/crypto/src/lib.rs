@@ -1,7 +1,10 @@
 //! Cohort's cryptography: thin wrappers over audited crates, never hand-rolled primitives.
 #![forbid(unsafe_code)]
 
+pub mod envelope;
 pub mod identity;
+pub mod keystore;
+pub mod seal;
 
 /// Why a cryptographic check failed. Deliberately coarse: callers report, they don't branch.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -76,18 +76,24 @@ impl std::fmt::Debug for EncryptionKeyPair {
 
 /// Seals `plaintext` to `recipient_public`, binding `aad` (authenticated, not encrypted) and
 /// `info` (the application's context string, mixed into the key schedule).
-pub fn seal(recipient_public: &[u8], aad: &[u8], info: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub fn seal(
+    recipient_public: &[u8],
+    aad: &[u8],
+    info: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     let recipient = PublicKey::from_bytes(recipient_public)
         .map_err(|_| CryptoError::MalformedKey("an X25519 public key is 32 bytes"))?;
-    let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, SuiteKem, _>(
-        &OpModeS::Base,
-        &recipient,
-        info,
-        plaintext,
-        aad,
-        &mut OsRng,
-    )
-    .map_err(|e| CryptoError::Other(format!("hpke seal: {e}")))?;
+    let (encapped, ciphertext) =
+        hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, SuiteKem, _>(
+            &OpModeS::Base,
+            &recipient,
+            info,
+            plaintext,
+            aad,
+            &mut OsRng,
+        )
+        .map_err(|e| CryptoError::Other(format!("hpke seal: {e}")))?;
     let mut out = Vec::with_capacity(ENCAPSULATED_KEY_LEN + ciphertext.len());
     out.extend_from_slice(&encapped.to_bytes());
     out.extend_from_slice(&ciphertext);
@@ -97,7 +103,12 @@ pub fn seal(recipient_public: &[u8], aad: &[u8], info: &[u8], plaintext: &[u8]) 
 /// Opens what [`seal`] produced for `keypair`'s public key with the same `aad` and `info`.
 /// Any difference (wrong key, a flipped bit, another AAD or info) gives
 /// [`CryptoError::OpenFailed`].
-pub fn open(keypair: &EncryptionKeyPair, aad: &[u8], info: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub fn open(
+    keypair: &EncryptionKeyPair,
+    aad: &[u8],
+    info: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     if sealed.len() < SEAL_OVERHEAD {
         return Err(CryptoError::OpenFailed);
     }
@@ -133,7 +144,11 @@ mod tests {
         for i in [0, ENCAPSULATED_KEY_LEN, sealed.len() - 1] {
             let mut tampered = sealed.clone();
             tampered[i] ^= 0x01;
-            assert_eq!(open(&bob, b"aad", b"info", &tampered), Err(CryptoError::OpenFailed), "byte {i}");
+            assert_eq!(
+                open(&bob, b"aad", b"info", &tampered),
+                Err(CryptoError::OpenFailed),
+                "byte {i}"
+            );
         }
     }
 
@@ -141,8 +156,14 @@ mod tests {
     fn different_aad_or_info_fails_to_open() {
         let bob = EncryptionKeyPair::generate();
         let sealed = seal(&bob.public(), b"aad", b"info", b"hello bob").unwrap();
-        assert_eq!(open(&bob, b"aae", b"info", &sealed), Err(CryptoError::OpenFailed));
-        assert_eq!(open(&bob, b"aad", b"infp", &sealed), Err(CryptoError::OpenFailed));
+        assert_eq!(
+            open(&bob, b"aae", b"info", &sealed),
+            Err(CryptoError::OpenFailed)
+        );
+        assert_eq!(
+            open(&bob, b"aad", b"infp", &sealed),
+            Err(CryptoError::OpenFailed)
+        );
     }
 
     #[test]
@@ -150,15 +171,24 @@ mod tests {
         let bob = EncryptionKeyPair::generate();
         let eve = EncryptionKeyPair::generate();
         let sealed = seal(&bob.public(), b"aad", b"info", b"hello bob").unwrap();
-        assert_eq!(open(&eve, b"aad", b"info", &sealed), Err(CryptoError::OpenFailed));
+        assert_eq!(
+            open(&eve, b"aad", b"info", &sealed),
+            Err(CryptoError::OpenFailed)
+        );
     }
 
     #[test]
     fn short_input_and_malformed_key_are_errors_not_panics() {
         let bob = EncryptionKeyPair::generate();
         assert_eq!(open(&bob, b"", b"", &[]), Err(CryptoError::OpenFailed));
-        assert_eq!(open(&bob, b"", b"", &[0u8; SEAL_OVERHEAD - 1]), Err(CryptoError::OpenFailed));
-        assert!(matches!(seal(&[1, 2, 3], b"", b"", b"x"), Err(CryptoError::MalformedKey(_))));
+        assert_eq!(
+            open(&bob, b"", b"", &[0u8; SEAL_OVERHEAD - 1]),
+            Err(CryptoError::OpenFailed)
+        );
+        assert!(matches!(
+            seal(&[1, 2, 3], b"", b"", b"x"),
+            Err(CryptoError::MalformedKey(_))
+        ));
     }
 
     #[test]

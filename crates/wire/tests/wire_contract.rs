@@ -470,6 +470,10 @@ const COHORT_FIELDS: &[(&str, &str, i32)] = &[
     ("DelegateShare", "public_key", 3),
     ("DelegateShare", "party_index", 4),
     ("GetDelegateSharesResponse", "shares", 1),
+    ("ReportFailureRequest", "session_id", 1),
+    ("ReportFailureRequest", "party_id", 2),
+    ("ReportFailureRequest", "reason", 3),
+    ("ReportFailureRequest", "culprit", 4),
     ("PublishEncryptionKeyRequest", "encryption_key", 1),
     ("PublishEncryptionKeyRequest", "signature", 2),
     ("PublishEncryptionKeyResponse", "published_at", 1),
@@ -517,6 +521,12 @@ const COHORT_RPCS: &[(&str, &str, &str, &str)] = &[
         "GetDelegateShares",
         "GetDelegateSharesRequest",
         "GetDelegateSharesResponse",
+    ),
+    (
+        "Sessions",
+        "ReportFailure",
+        "ReportFailureRequest",
+        "ReportFailureResponse",
     ),
     (
         "Keys",

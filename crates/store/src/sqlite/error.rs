@@ -75,7 +75,7 @@ fn cannot_open(path: &Path) -> Error {
             .truncate(false)
             .open(path)
         {
-            Err(io) => io.kind().to_string(),
+            Err(io) => io.to_string(),
             Ok(_) => "unable to open database file".to_owned(),
         }
     };
@@ -89,10 +89,9 @@ fn cannot_open(path: &Path) -> Error {
 /// An I/O failure around the database file (creating its directory, spawning threads).
 pub(crate) fn io(path: &Path, what: &str, e: &std::io::Error) -> Error {
     Error::unavailable(format!(
-        "cannot open database {}: {what}: {}; check that the directory is writable by this \
+        "cannot open database {}: {what}: {e}; check that the directory is writable by this \
          user, or choose another path",
         path.display(),
-        e.kind()
     ))
 }
 

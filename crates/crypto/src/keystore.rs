@@ -1,0 +1,644 @@
+//! Key shares at rest: one encrypted file per party holding named secrets.
+//!
+//! The whole store is one XChaCha20-Poly1305 ciphertext (the 24-byte-nonce variant of
+//! ChaCha20-Poly1305, so a fresh random nonce per write never repeats in practice), under a
+//! key derived from the party's secret:
+//!
+//! - a **passphrase**: Argon2id with m = 19 MiB, t = 2, p = 1 (the OWASP minimum
+//!   recommendation; about a tenth of a second on a laptop), and a random 16-byte salt;
+//! - a **key file**: at least 32 bytes of random data (e.g. `head -c 32 /dev/urandom`),
+//!   through HKDF-SHA256 with the same salt. Use this for unattended party daemons.
+//!
+//! # File format (version 1)
+//!
+//! ```text
+//! offset 0   magic      8 bytes  "COHORTKS"
+//! offset 8   version    u8       1
+//! offset 9   kdf        u8       1 = Argon2id passphrase, 2 = key file (HKDF-SHA256)
+//! offset 10  m_cost     u32 BE   Argon2 memory in KiB (0 for a key file)
+//! offset 14  t_cost     u32 BE   Argon2 passes (0 for a key file)
+//! offset 18  p_cost     u32 BE   Argon2 lanes (0 for a key file)
+//! offset 22  salt       16 bytes
+//! offset 38  nonce      24 bytes, fresh for every write
+//! offset 62  ciphertext the entries, sealed with the 62 header bytes as AAD
+//! ```
+//!
+//! The entries, once opened: `u32 count`, then per entry `u16 name_len || name (UTF-8) ||
+//! u32 value_len || value`, all big-endian.
+//!
+//! Every write replaces the file atomically: a temporary file in the same directory, fsync,
+//! rename, fsync of the directory. A crash leaves the old store or the new one, never a mix.
+//! Opening with the wrong secret only reads the file. One process at a time should hold a
+//! store open for writing; the store does not lock the file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::Sha256;
+use zeroize::{Zeroize, Zeroizing};
+
+const MAGIC: &[u8; 8] = b"COHORTKS";
+const VERSION: u8 = 1;
+const KDF_ARGON2ID: u8 = 1;
+const KDF_KEY_FILE: u8 = 2;
+const SALT_LEN: usize = 16;
+const NONCE_LEN: usize = 24;
+const HEADER_LEN: usize = 8 + 1 + 1 + 12 + SALT_LEN + NONCE_LEN;
+const TAG_LEN: usize = 16;
+const KEY_FILE_INFO: &[u8] = b"cohort/keystore/v1 key-file";
+
+/// Argon2id memory cost in KiB used for new passphrase stores (19 MiB, OWASP minimum).
+pub const ARGON2_M_COST_KIB: u32 = 19 * 1024;
+/// Argon2id passes used for new passphrase stores.
+pub const ARGON2_T_COST: u32 = 2;
+/// Argon2id lanes used for new passphrase stores.
+pub const ARGON2_P_COST: u32 = 1;
+/// A store file larger than this is refused before it is read.
+pub const MAX_STORE_LEN: u64 = 64 * 1024 * 1024;
+/// Shortest key file accepted.
+pub const MIN_KEY_FILE_LEN: usize = 32;
+
+// Bounds on Argon2 parameters read from a file, so a doctored header cannot make `open`
+// allocate gigabytes or spin for hours.
+const MAX_M_COST_KIB: u32 = 1024 * 1024;
+const MAX_T_COST: u32 = 64;
+const MAX_P_COST: u32 = 64;
+
+/// What unlocks a store.
+pub enum KeyStoreSecret {
+    /// A passphrase a person types; stretched with Argon2id.
+    Passphrase(String),
+    /// The bytes of a key file (at least [`MIN_KEY_FILE_LEN`] random bytes).
+    KeyFile(Vec<u8>),
+}
+
+impl KeyStoreSecret {
+    /// Reads a key file's bytes.
+    pub fn from_key_file(path: impl AsRef<Path>) -> Result<Self, KeyStoreError> {
+        let path = path.as_ref();
+        let bytes = fs::read(path).map_err(|source| KeyStoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(KeyStoreSecret::KeyFile(bytes))
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self {
+            KeyStoreSecret::Passphrase(_) => "passphrase",
+            KeyStoreSecret::KeyFile(_) => "key file",
+        }
+    }
+}
+
+impl Drop for KeyStoreSecret {
+    fn drop(&mut self) {
+        match self {
+            KeyStoreSecret::Passphrase(p) => p.zeroize(),
+            KeyStoreSecret::KeyFile(k) => k.zeroize(),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyStoreSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyStoreSecret::{}(<redacted>)", self.kind_name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    #[error("key store {}: wrong passphrase or key file (or the file is damaged); the file was not changed", path.display())]
+    WrongSecret { path: PathBuf },
+    #[error("key store {} is locked with a {expected}, but a {given} was given", path.display())]
+    SecretKindMismatch {
+        path: PathBuf,
+        expected: &'static str,
+        given: &'static str,
+    },
+    #[error("key store {} already exists: open it instead, or move it away to start a new one", path.display())]
+    AlreadyExists { path: PathBuf },
+    #[error("key store {} is not a Cohort key store (version 1) or is damaged: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: &'static str },
+    #[error("unusable key store secret: {0}")]
+    BadSecret(&'static str),
+    #[error("entry name must be 1 to 1024 bytes")]
+    BadName,
+    #[error("key store {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct Header {
+    kdf: u8,
+    m_cost: u32,
+    t_cost: u32,
+    p_cost: u32,
+    salt: [u8; SALT_LEN],
+}
+
+/// An open key store: the decrypted entries in memory, the derived key to rewrite the file.
+pub struct KeyStore {
+    path: PathBuf,
+    header: Header,
+    key: Zeroizing<[u8; 32]>,
+    entries: BTreeMap<String, Zeroizing<Vec<u8>>>,
+}
+
+impl KeyStore {
+    /// Creates a new, empty store at `path`; fails if a file is already there.
+    pub fn create(path: impl AsRef<Path>, secret: &KeyStoreSecret) -> Result<Self, KeyStoreError> {
+        let path = path.as_ref().to_path_buf();
+        if path.exists() {
+            return Err(KeyStoreError::AlreadyExists { path });
+        }
+        let mut salt = [0u8; SALT_LEN];
+        OsRng.fill_bytes(&mut salt);
+        let header = match secret {
+            KeyStoreSecret::Passphrase(p) if p.is_empty() => {
+                return Err(KeyStoreError::BadSecret("empty passphrase"))
+            }
+            KeyStoreSecret::Passphrase(_) => Header {
+                kdf: KDF_ARGON2ID,
+                m_cost: ARGON2_M_COST_KIB,
+                t_cost: ARGON2_T_COST,
+                p_cost: ARGON2_P_COST,
+                salt,
+            },
+            KeyStoreSecret::KeyFile(_) => Header {
+                kdf: KDF_KEY_FILE,
+                m_cost: 0,
+                t_cost: 0,
+                p_cost: 0,
+                salt,
+            },
+        };
+        let key = derive_key(&header, secret)?;
+        let store = KeyStore {
+            path,
+            header,
+            key,
+            entries: BTreeMap::new(),
+        };
+        store.write(&store.entries, true)?;
+        Ok(store)
+    }
+
+    /// Opens the store at `path` with `secret`. A wrong secret is [`KeyStoreError::WrongSecret`]
+    /// and leaves the file as it was.
+    pub fn open(path: impl AsRef<Path>, secret: &KeyStoreSecret) -> Result<Self, KeyStoreError> {
+        let path = path.as_ref().to_path_buf();
+        let bytes = read_bounded(&path)?;
+        let corrupt = |reason| KeyStoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        if bytes.len() < HEADER_LEN + TAG_LEN {
+            return Err(corrupt("shorter than a header"));
+        }
+        let (aad, ciphertext) = bytes.split_at(HEADER_LEN);
+        let header = parse_header(aad).map_err(corrupt)?;
+        let expected = if header.kdf == KDF_ARGON2ID {
+            "passphrase"
+        } else {
+            "key file"
+        };
+        if expected != secret.kind_name() {
+            return Err(KeyStoreError::SecretKindMismatch {
+                path,
+                expected,
+                given: secret.kind_name(),
+            });
+        }
+        let key = derive_key(&header, secret)?;
+        let nonce = XNonce::from_slice(&aad[HEADER_LEN - NONCE_LEN..]);
+        let plaintext = XChaCha20Poly1305::new(key.as_ref().into())
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| KeyStoreError::WrongSecret { path: path.clone() })?;
+        let entries = decode_entries(&plaintext).map_err(corrupt)?;
+        Ok(KeyStore {
+            path,
+            header,
+            key,
+            entries,
+        })
+    }
+
+    /// Stores `value` under `name`, replacing any previous value, and rewrites the file.
+    pub fn put(&mut self, name: &str, value: &[u8]) -> Result<(), KeyStoreError> {
+        if name.is_empty() || name.len() > 1024 {
+            return Err(KeyStoreError::BadName);
+        }
+        let mut next = self.entries.clone();
+        next.insert(name.to_string(), Zeroizing::new(value.to_vec()));
+        self.write(&next, false)?;
+        self.entries = next;
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.entries.get(name).map(|v| v.as_slice())
+    }
+
+    /// Removes `name` and rewrites the file; returns whether it was there.
+    pub fn remove(&mut self, name: &str) -> Result<bool, KeyStoreError> {
+        if !self.entries.contains_key(name) {
+            return Ok(false);
+        }
+        let mut next = self.entries.clone();
+        next.remove(name);
+        self.write(&next, false)?;
+        self.entries = next;
+        Ok(true)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(
+        &self,
+        entries: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+        new_file: bool,
+    ) -> Result<(), KeyStoreError> {
+        let io = |source| KeyStoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let aad = encode_header(&self.header, &nonce);
+        let plaintext = encode_entries(entries);
+        let ciphertext = XChaCha20Poly1305::new(self.key.as_ref().into())
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| KeyStoreError::Corrupt {
+                path: self.path.clone(),
+                reason: "store too large to encrypt",
+            })?;
+
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".cohort-keystore-")
+            .tempfile_in(&dir)
+            .map_err(io)?;
+        tmp.write_all(&aad).map_err(io)?;
+        tmp.write_all(&ciphertext).map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        if new_file {
+            tmp.persist_noclobber(&self.path)
+                .map_err(|e| match e.error.kind() {
+                    std::io::ErrorKind::AlreadyExists => KeyStoreError::AlreadyExists {
+                        path: self.path.clone(),
+                    },
+                    _ => io(e.error),
+                })?;
+        } else {
+            tmp.persist(&self.path).map_err(|e| io(e.error))?;
+        }
+        sync_dir(&dir).map_err(io)
+    }
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("path", &self.path)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, KeyStoreError> {
+    let io = |source| KeyStoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_STORE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_STORE_LEN {
+        return Err(KeyStoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "larger than the 64 MiB limit",
+        });
+    }
+    Ok(bytes)
+}
+
+fn derive_key(
+    header: &Header,
+    secret: &KeyStoreSecret,
+) -> Result<Zeroizing<[u8; 32]>, KeyStoreError> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    match secret {
+        KeyStoreSecret::Passphrase(passphrase) => {
+            let params = Params::new(header.m_cost, header.t_cost, header.p_cost, Some(32))
+                .map_err(|_| KeyStoreError::BadSecret("invalid Argon2 parameters"))?;
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password_into(passphrase.as_bytes(), &header.salt, key.as_mut())
+                .map_err(|_| KeyStoreError::BadSecret("Argon2 rejected the passphrase"))?;
+        }
+        KeyStoreSecret::KeyFile(bytes) => {
+            if bytes.len() < MIN_KEY_FILE_LEN {
+                return Err(KeyStoreError::BadSecret(
+                    "a key file needs at least 32 random bytes",
+                ));
+            }
+            Hkdf::<Sha256>::new(Some(&header.salt), bytes)
+                .expand(KEY_FILE_INFO, key.as_mut())
+                .map_err(|_| KeyStoreError::BadSecret("key derivation failed"))?;
+        }
+    }
+    Ok(key)
+}
+
+fn encode_header(h: &Header, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.push(h.kdf);
+    out.extend_from_slice(&h.m_cost.to_be_bytes());
+    out.extend_from_slice(&h.t_cost.to_be_bytes());
+    out.extend_from_slice(&h.p_cost.to_be_bytes());
+    out.extend_from_slice(&h.salt);
+    out.extend_from_slice(nonce);
+    out
+}
+
+fn parse_header(b: &[u8]) -> Result<Header, &'static str> {
+    if b.len() != HEADER_LEN || &b[..8] != MAGIC {
+        return Err("bad magic bytes");
+    }
+    if b[8] != VERSION {
+        return Err("unknown version");
+    }
+    let kdf = b[9];
+    let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let (m_cost, t_cost, p_cost) = (u32_at(10), u32_at(14), u32_at(18));
+    match kdf {
+        KDF_ARGON2ID => {
+            if m_cost > MAX_M_COST_KIB || t_cost > MAX_T_COST || p_cost > MAX_P_COST {
+                return Err("Argon2 parameters out of bounds");
+            }
+        }
+        KDF_KEY_FILE => {}
+        _ => return Err("unknown key derivation"),
+    }
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&b[22..22 + SALT_LEN]);
+    Ok(Header {
+        kdf,
+        m_cost,
+        t_cost,
+        p_cost,
+        salt,
+    })
+}
+
+fn encode_entries(entries: &BTreeMap<String, Zeroizing<Vec<u8>>>) -> Zeroizing<Vec<u8>> {
+    let len = 4 + entries
+        .iter()
+        .map(|(k, v)| 2 + k.len() + 4 + v.len())
+        .sum::<usize>();
+    let mut out = Zeroizing::new(Vec::with_capacity(len));
+    out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for (name, value) in entries {
+        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+fn decode_entries(mut b: &[u8]) -> Result<BTreeMap<String, Zeroizing<Vec<u8>>>, &'static str> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
+        if b.len() < n {
+            return Err("entries truncated");
+        }
+        let (head, tail) = b.split_at(n);
+        *b = tail;
+        Ok(head)
+    }
+    let count = u32::from_be_bytes(
+        take(&mut b, 4)?
+            .try_into()
+            .map_err(|_| "entries truncated")?,
+    );
+    let mut entries = BTreeMap::new();
+    for _ in 0..count {
+        let name_len = u16::from_be_bytes(
+            take(&mut b, 2)?
+                .try_into()
+                .map_err(|_| "entries truncated")?,
+        );
+        let name = std::str::from_utf8(take(&mut b, name_len as usize)?)
+            .map_err(|_| "entry name is not UTF-8")?;
+        let value_len = u32::from_be_bytes(
+            take(&mut b, 4)?
+                .try_into()
+                .map_err(|_| "entries truncated")?,
+        );
+        let value = take(&mut b, value_len as usize)?;
+        entries.insert(name.to_string(), Zeroizing::new(value.to_vec()));
+    }
+    if !b.is_empty() {
+        return Err("trailing bytes after the entries");
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passphrase(p: &str) -> KeyStoreSecret {
+        KeyStoreSecret::Passphrase(p.to_string())
+    }
+
+    #[test]
+    fn entries_survive_reopening_with_a_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("party.keystore");
+        let mut store = KeyStore::create(&path, &passphrase("correct horse")).unwrap();
+        store.put("share/ed25519/k1", b"key share bytes").unwrap();
+        store.put("nonce/s1", b"nonce").unwrap();
+        assert!(store.remove("nonce/s1").unwrap());
+        assert!(!store.remove("nonce/s1").unwrap());
+
+        let reopened = KeyStore::open(&path, &passphrase("correct horse")).unwrap();
+        assert_eq!(
+            reopened.get("share/ed25519/k1"),
+            Some(&b"key share bytes"[..])
+        );
+        assert_eq!(reopened.get("nonce/s1"), None);
+        assert_eq!(
+            reopened.names().collect::<Vec<_>>(),
+            vec!["share/ed25519/k1"]
+        );
+    }
+
+    #[test]
+    fn wrong_passphrase_is_refused_and_leaves_the_file_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("party.keystore");
+        let mut store = KeyStore::create(&path, &passphrase("correct horse")).unwrap();
+        store.put("share", b"secret").unwrap();
+        let before = fs::read(&path).unwrap();
+
+        let err = KeyStore::open(&path, &passphrase("battery staple")).unwrap_err();
+        assert!(matches!(err, KeyStoreError::WrongSecret { .. }), "{err:?}");
+        assert!(err.to_string().contains("wrong passphrase"));
+        assert_eq!(fs::read(&path).unwrap(), before);
+        let err = KeyStore::open(&path, &KeyStoreSecret::KeyFile(vec![7; 32])).unwrap_err();
+        assert!(
+            matches!(err, KeyStoreError::SecretKindMismatch { .. }),
+            "{err:?}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn key_file_store_round_trips_and_rejects_another_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("party.keystore");
+        let key_file = dir.path().join("party.key");
+        fs::write(&key_file, [42u8; 32]).unwrap();
+        let secret = KeyStoreSecret::from_key_file(&key_file).unwrap();
+        let mut store = KeyStore::create(&path, &secret).unwrap();
+        store.put("a", b"1").unwrap();
+        let before = fs::read(&path).unwrap();
+        assert_eq!(
+            KeyStore::open(&path, &secret).unwrap().get("a"),
+            Some(&b"1"[..])
+        );
+        let err = KeyStore::open(&path, &KeyStoreSecret::KeyFile(vec![43; 32])).unwrap_err();
+        assert!(matches!(err, KeyStoreError::WrongSecret { .. }));
+        assert_eq!(fs::read(&path).unwrap(), before);
+        assert!(matches!(
+            KeyStore::create(dir.path().join("b"), &KeyStoreSecret::KeyFile(vec![1; 31])),
+            Err(KeyStoreError::BadSecret(_))
+        ));
+    }
+
+    #[test]
+    fn file_holds_no_plaintext_and_each_write_uses_a_fresh_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let mut store = KeyStore::create(&path, &KeyStoreSecret::KeyFile(vec![1; 32])).unwrap();
+        store.put("name-in-clear?", b"PLAINTEXT-SHARE").unwrap();
+        let first = fs::read(&path).unwrap();
+        store.put("name-in-clear?", b"PLAINTEXT-SHARE").unwrap();
+        let second = fs::read(&path).unwrap();
+        for needle in [&b"PLAINTEXT-SHARE"[..], b"name-in-clear?"] {
+            assert!(!first.windows(needle.len()).any(|w| w == needle));
+        }
+        assert_ne!(
+            first[HEADER_LEN - NONCE_LEN..HEADER_LEN],
+            second[HEADER_LEN - NONCE_LEN..HEADER_LEN]
+        );
+        // Only the store file is left in the directory: no temporary files.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn create_refuses_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        fs::write(&path, b"something else").unwrap();
+        let err = KeyStore::create(&path, &KeyStoreSecret::KeyFile(vec![1; 32])).unwrap_err();
+        assert!(matches!(err, KeyStoreError::AlreadyExists { .. }));
+        assert_eq!(fs::read(&path).unwrap(), b"something else");
+    }
+
+    #[test]
+    fn damaged_files_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let secret = KeyStoreSecret::KeyFile(vec![1; 32]);
+        let mut store = KeyStore::create(&path, &secret).unwrap();
+        store.put("a", b"1").unwrap();
+        let good = fs::read(&path).unwrap();
+        for len in 0..good.len() {
+            fs::write(&path, &good[..len]).unwrap();
+            assert!(
+                KeyStore::open(&path, &secret).is_err(),
+                "truncated to {len}"
+            );
+        }
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x80;
+            fs::write(&path, &bad).unwrap();
+            assert!(KeyStore::open(&path, &secret).is_err(), "flipped byte {i}");
+        }
+        // A doctored header asking Argon2 for absurd memory is refused before hashing.
+        let mut doctored = encode_header(
+            &Header {
+                kdf: KDF_ARGON2ID,
+                m_cost: u32::MAX,
+                t_cost: 1,
+                p_cost: 1,
+                salt: [0; 16],
+            },
+            &[0; NONCE_LEN],
+        );
+        doctored.extend_from_slice(&[0; 32]);
+        fs::write(&path, &doctored).unwrap();
+        assert!(matches!(
+            KeyStore::open(&path, &passphrase("x")),
+            Err(KeyStoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn entry_decoder_bounds_lengths() {
+        assert!(decode_entries(&[0, 0, 0, 0]).unwrap().is_empty());
+        assert!(decode_entries(&[0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode_entries(&[0, 0, 0, 1, 0, 1, b'a', 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode_entries(&[0, 0, 0, 0, 9]).is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! `cohort.v1.Sessions`: creating and inspecting sessions, failure reports, delegate shares.
+
+use std::sync::Arc;
+
+use cohort_core::session::{CreateRequest, Session, SessionStatus};
+use cohort_wire::cohort::sessions_server::Sessions;
+use cohort_wire::cohort::{
+    CreateSessionRequest, CreateSessionResponse, DelegateShare, GetDelegateSharesRequest,
+    GetDelegateSharesResponse, GetSessionRequest, ListSessionsRequest, ListSessionsResponse,
+    Participant, ReportFailureRequest, ReportFailureResponse, SessionSummary,
+};
+use tonic::{Request, Response, Status};
+
+use super::{limit, principal, status};
+use crate::relay::Relay;
+
+pub struct SessionsService {
+    pub relay: Arc<Relay>,
+}
+
+fn participants(s: &Session) -> Vec<Participant> {
+    s.participants
+        .iter()
+        .map(|p| Participant {
+            party_id: p.party_id.clone(),
+            party_index: i32::from(p.index),
+            joined: p.joined,
+            ready: p.ready,
+            completed: p.report.is_some(),
+        })
+        .collect()
+}
+
+pub fn summary(s: Session) -> SessionSummary {
+    SessionSummary {
+        participants: participants(&s),
+        session_id: s.id,
+        session_type: s.session_type,
+        status: s.status.as_str().into(),
+        threshold_n: i32::from(s.n),
+        threshold_t: i32::from(s.t),
+        created_at: s.created_at,
+        expires_at: s.expires_at,
+        failure_reason: s.failure_reason,
+        waiting_for: s.waiting_for,
+        public_key: s.public_key,
+        signature: s.signature,
+        message_hash: s.message_hash,
+        descriptor: s.descriptor,
+        descriptor_signature: s.descriptor_signature,
+        creator: s.creator,
+        result: s.result,
+    }
+}
+
+#[tonic::async_trait]
+impl Sessions for SessionsService {
+    async fn create_session(
+        &self,
+        req: Request<CreateSessionRequest>,
+    ) -> Result<Response<CreateSessionResponse>, Status> {
+        let who = principal(&self.relay, &req).await?;
+        let r = req.into_inner();
+        let create = CreateRequest {
+            session_type: r.session_type,
+            n: r.threshold_n,
+            t: r.threshold_t,
+            parties: r.parties,
+            role_filter: r.role_filter,
+            message_hash: r.message_hash,
+            expires_in_ms: r.expires_in_ms,
+            idempotency_key: r.idempotency_key,
+            descriptor: r.descriptor,
+            descriptor_signature: r.descriptor_signature,
+        };
+        let (s, created) = self
+            .relay
+            .create_session(who, create)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(CreateSessionResponse {
+            join_tokens: s
+                .participants
+                .iter()
+                .map(|p| (p.party_id.clone(), p.join_token.clone()))
+                .collect(),
+            participants: participants(&s),
+            session_id: s.id,
+            expires_at: s.expires_at,
+            created,
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let who = principal(&self.relay, &req).await?;
+        let r = req.into_inner();
+        let filter = if r.status.is_empty() {
+            None
+        } else {
+            Some(SessionStatus::parse(&r.status).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "status {:?} is not one of created, in_progress, completed, failed, expired",
+                    r.status
+                ))
+            })?)
+        };
+        let sessions = self
+            .relay
+            .list_sessions(who, filter, limit(r.limit, 100, 10_000))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ListSessionsResponse {
+            sessions: sessions.into_iter().map(summary).collect(),
+        }))
+    }
+
+    async fn get_session(
+        &self,
+        req: Request<GetSessionRequest>,
+    ) -> Result<Response<SessionSummary>, Status> {
+        let who = principal(&self.relay, &req).await?;
+        let s = self
+            .relay
+            .session_status(who, req.into_inner().session_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(summary(s)))
+    }
+
+    async fn get_delegate_shares(
+        &self,
+        req: Request<GetDelegateSharesRequest>,
+    ) -> Result<Response<GetDelegateSharesResponse>, Status> {
+        let who = principal(&self.relay, &req).await?;
+        let shares = self
+            .relay
+            .delegate_shares(who, req.into_inner().session_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(GetDelegateSharesResponse {
+            shares: shares
+                .into_iter()
+                .map(|d| DelegateShare {
+                    party_id: d.party_id,
+                    encrypted_share: d.encrypted_share,
+                    public_key: d.public_key,
+                    party_index: d.party_index,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn report_failure(
+        &self,
+        req: Request<ReportFailureRequest>,
+    ) -> Result<Response<ReportFailureResponse>, Status> {
+        let who = principal(&self.relay, &req).await?;
+        let r = req.into_inner();
+        who.must_be("party_id", &r.party_id).map_err(status)?;
+        cohort_core::validate::text("culprit", &r.culprit, 128).map_err(status)?;
+        let reason = if r.culprit.is_empty() {
+            r.reason
+        } else {
+            format!("{} (culprit: {})", r.reason, r.culprit)
+        };
+        self.relay
+            .report_failure(who, r.session_id, reason)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ReportFailureResponse {}))
+    }
+}

@@ -1,0 +1,545 @@
+//! `Relay`: the application service. It wires a core rule, the store and the wakeups:
+//! run the rule in a store transaction, and after the commit wake the subscribers it touched.
+//! Fronts call it; it knows no wire format.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cohort_core::delivery::{self, RecipientStatus};
+use cohort_core::identity::{self, IssuedChallenge, IssuedToken, NotificationChannel, Party};
+use cohort_core::mailbox::{self, Delivery, DeliveryStatus, MailboxAddr, Message};
+use cohort_core::session::{
+    self, CreateRequest, DelegateShare, DeviceInfo, Report, RouteRequest, Session, SessionEvent,
+    SessionStatus,
+};
+use cohort_core::store::{Store, StoreExt};
+use cohort_core::{Error, Limits, Millis, Principal, Result};
+use rand::RngCore;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::wake::{Subscription, Wakeups};
+
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+/// The application service shared by every front.
+pub struct Relay {
+    store: Arc<dyn Store>,
+    pub limits: Limits,
+    coordinator_keys: Vec<[u8; 32]>,
+    pub wakeups: Wakeups,
+    pub metrics: Metrics,
+    /// Resolved tokens, by hash: tokens cannot be revoked before expiry, so caching is exact.
+    token_cache: Mutex<HashMap<[u8; 32], (Principal, Millis)>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Relay {
+    pub fn new(
+        store: Arc<dyn Store>,
+        limits: Limits,
+        coordinator_keys: Vec<[u8; 32]>,
+    ) -> Arc<Relay> {
+        Arc::new(Relay {
+            store,
+            limits,
+            coordinator_keys,
+            wakeups: Wakeups::default(),
+            metrics: Metrics::default(),
+            token_cache: Mutex::new(HashMap::new()),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    /// Tells every stream to finish; used on SIGTERM.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves when shutdown begins.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    // ---- identity -------------------------------------------------------------------
+
+    pub async fn challenge(
+        &self,
+        party_id: String,
+        public_key: Vec<u8>,
+    ) -> Result<IssuedChallenge> {
+        let limits = self.limits.clone();
+        let r = random::<64>();
+        self.store
+            .write(move |tx| {
+                identity::issue_challenge(tx, &party_id, &public_key, r, now_ms(), &limits)
+            })
+            .await
+    }
+
+    pub async fn login(
+        &self,
+        challenge_id: String,
+        party_id: String,
+        public_key: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<IssuedToken> {
+        let limits = self.limits.clone();
+        let keys = self.coordinator_keys.clone();
+        let token = random::<32>();
+        let issued = self
+            .store
+            .write(move |tx| {
+                identity::login(
+                    tx,
+                    &challenge_id,
+                    &party_id,
+                    &public_key,
+                    &signature,
+                    token,
+                    &keys,
+                    now_ms(),
+                    &limits,
+                )
+            })
+            .await?;
+        self.metrics.logins.inc();
+        Ok(issued)
+    }
+
+    /// Resolves a bearer token, from the cache when possible.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
+        let hash = identity::token_hash(token)?;
+        let now = now_ms();
+        if let Some((p, exp)) = self
+            .token_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
+        {
+            if now <= *exp {
+                return Ok(p.clone());
+            }
+        }
+        let token = token.to_string();
+        let (p, exp) = self
+            .store
+            .read(move |v| identity::authenticate_with_expiry(v, &token, now))
+            .await?;
+        let mut cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 100_000 {
+            cache.retain(|_, (_, e)| *e >= now);
+        }
+        cache.insert(hash, (p.clone(), exp));
+        Ok(p)
+    }
+
+    pub async fn register(
+        &self,
+        who: Principal,
+        party_id: String,
+        role: String,
+        version: String,
+        notification: Option<NotificationChannel>,
+    ) -> Result<Party> {
+        self.store
+            .write(move |tx| {
+                identity::register(tx, &who, &party_id, &role, &version, notification, now_ms())
+            })
+            .await
+    }
+
+    /// Heartbeat; returns the number of messages waiting for the party.
+    pub async fn heartbeat(&self, who: Principal, party_id: String) -> Result<u64> {
+        let pid = party_id.clone();
+        self.store
+            .write(move |tx| identity::heartbeat(tx, &who, &pid, now_ms()))
+            .await?;
+        self.store
+            .read(move |v| {
+                let all = mailbox::pending_count_for_owner(v, &party_id)?;
+                let events = mailbox::pending_count(v, &MailboxAddr::events(&party_id))?;
+                Ok(all.saturating_sub(events))
+            })
+            .await
+    }
+
+    pub async fn parties(&self, role_filter: String, only_online: bool) -> Result<Vec<Party>> {
+        let limits = self.limits.clone();
+        self.store
+            .read(move |v| identity::list_parties(v, &role_filter, only_online, now_ms(), &limits))
+            .await
+    }
+
+    pub async fn publish_encryption_key(
+        &self,
+        who: Principal,
+        key: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<Millis> {
+        self.store
+            .write(move |tx| identity::publish_encryption_key(tx, &who, &key, &signature, now_ms()))
+            .await
+    }
+
+    pub async fn encryption_keys(&self, party_ids: Vec<String>) -> Result<Vec<Party>> {
+        if party_ids.len() > self.limits.max_recipients {
+            return Err(Error::invalid(format!(
+                "party_ids names more than {} parties",
+                self.limits.max_recipients
+            )));
+        }
+        self.store
+            .read(move |v| {
+                let mut out = Vec::new();
+                for (i, p) in party_ids.iter().enumerate() {
+                    cohort_core::validate::party_id(&format!("party_ids[{i}]"), p)?;
+                    out.push(identity::require_party(v, p)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    // ---- sessions -------------------------------------------------------------------
+
+    pub async fn create_session(
+        &self,
+        who: Principal,
+        req: CreateRequest,
+    ) -> Result<(Session, bool)> {
+        let limits = self.limits.clone();
+        let (s, created, wake) = self
+            .store
+            .write(move |tx| {
+                let mut entropy = |b: &mut [u8]| rand::rngs::OsRng.fill_bytes(b);
+                session::create(tx, &who, req, &mut entropy, now_ms(), &limits)
+            })
+            .await?;
+        self.wakeups.notify(&wake);
+        if created {
+            self.metrics.sessions_created.inc();
+        }
+        Ok((s, created))
+    }
+
+    pub async fn join(
+        &self,
+        who: Principal,
+        session_id: String,
+        party_id: String,
+        token: String,
+        device: Option<DeviceInfo>,
+    ) -> Result<Session> {
+        let limits = self.limits.clone();
+        let (s, wake) = self
+            .store
+            .write(move |tx| {
+                session::join(
+                    tx,
+                    &who,
+                    &session_id,
+                    &party_id,
+                    &token,
+                    device,
+                    now_ms(),
+                    &limits,
+                )
+            })
+            .await?;
+        self.wakeups.notify(&wake);
+        Ok(s)
+    }
+
+    pub async fn mark_ready(
+        &self,
+        who: Principal,
+        session_id: String,
+        party_id: String,
+    ) -> Result<bool> {
+        let limits = self.limits.clone();
+        let (all, wake) = self
+            .store
+            .write(move |tx| {
+                session::mark_ready(tx, &who, &session_id, &party_id, now_ms(), &limits)
+            })
+            .await?;
+        self.wakeups.notify(&wake);
+        Ok(all)
+    }
+
+    pub async fn report_completion(
+        &self,
+        who: Principal,
+        session_id: String,
+        party_id: String,
+        report: Report,
+    ) -> Result<bool> {
+        let limits = self.limits.clone();
+        let (all, wake) = self
+            .store
+            .write(move |tx| {
+                session::report_completion(
+                    tx,
+                    &who,
+                    &session_id,
+                    &party_id,
+                    report,
+                    now_ms(),
+                    &limits,
+                )
+            })
+            .await?;
+        self.wakeups.notify(&wake);
+        Ok(all)
+    }
+
+    pub async fn report_failure(
+        &self,
+        who: Principal,
+        session_id: String,
+        reason: String,
+    ) -> Result<()> {
+        let limits = self.limits.clone();
+        let wake = self
+            .store
+            .write(move |tx| {
+                session::report_failure(tx, &who, &session_id, &reason, now_ms(), &limits)
+            })
+            .await?;
+        self.wakeups.notify(&wake);
+        Ok(())
+    }
+
+    pub async fn session_status(&self, who: Principal, session_id: String) -> Result<Session> {
+        self.store
+            .read(move |v| session::status(v, &who, &session_id))
+            .await
+    }
+
+    pub async fn list_sessions(
+        &self,
+        who: Principal,
+        status: Option<SessionStatus>,
+        limit: usize,
+    ) -> Result<Vec<Session>> {
+        self.store
+            .read(move |v| session::list(v, &who, status, limit))
+            .await
+    }
+
+    pub async fn submit_delegate_share(
+        &self,
+        who: Principal,
+        session_id: String,
+        share: DelegateShare,
+    ) -> Result<()> {
+        self.store
+            .write(move |tx| session::submit_delegate_share_to(tx, &who, &session_id, share))
+            .await
+    }
+
+    pub async fn delegate_shares(
+        &self,
+        who: Principal,
+        session_id: String,
+    ) -> Result<Vec<DelegateShare>> {
+        self.store
+            .read(move |v| session::delegate_shares(v, &who, &session_id))
+            .await
+    }
+
+    /// PublishSessionEvent: returns how many recipients have a live event stream.
+    pub async fn publish_event(&self, who: Principal, event: SessionEvent) -> Result<usize> {
+        let limits = self.limits.clone();
+        let (_, wake) = self
+            .store
+            .write(move |tx| session::publish(tx, &who, event, now_ms(), &limits))
+            .await?;
+        self.wakeups.notify(&wake);
+        Ok(self.wakeups.live_count(&wake))
+    }
+
+    // ---- messages -------------------------------------------------------------------
+
+    /// RouteMessage: returns the message id once the commit is durable.
+    pub async fn route(&self, who: Principal, req: RouteRequest) -> Result<String> {
+        session::validate_route(&req, &self.limits)?;
+        let limits = self.limits.clone();
+        let bytes = req.payload.len() as u64;
+        let id = mailbox::new_message_id(now_ms());
+        let (id, wake) = self
+            .store
+            .write(move |tx| session::route(tx, &who, req, id, now_ms(), &limits))
+            .await?;
+        self.wakeups.notify(&wake);
+        self.metrics.messages_routed.inc();
+        self.metrics.payload_bytes.inc_by(bytes);
+        Ok(mailbox::message_id_string(&id))
+    }
+
+    /// Checks that `who` may read `party_id`'s mailbox for `session_id`, and returns it.
+    pub async fn session_mailbox(
+        &self,
+        who: Principal,
+        session_id: String,
+        party_id: String,
+    ) -> Result<MailboxAddr> {
+        self.store
+            .read(move |v| delivery::session_mailbox(v, &who, &session_id, &party_id))
+            .await
+    }
+
+    /// Waiting messages after `after_seq`, without changing their status.
+    pub async fn peek(
+        &self,
+        addr: MailboxAddr,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        self.store
+            .read(move |v| mailbox::pending(v, &addr, after_seq, limit))
+            .await
+    }
+
+    /// GetPendingMessages: also marks what it returns as delivered.
+    pub async fn pending_after(
+        &self,
+        addr: MailboxAddr,
+        after_timestamp: Millis,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let a = addr.clone();
+        let out = self
+            .store
+            .read(move |v| delivery::pending_after(v, &a, after_timestamp, limit))
+            .await?;
+        self.mark_delivered(addr, out.iter().map(|d| d.seq).collect())
+            .await?;
+        Ok(out)
+    }
+
+    pub async fn mark_delivered(&self, addr: MailboxAddr, seqs: Vec<u64>) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let n = seqs.len() as u64;
+        self.store
+            .write(move |tx| mailbox::mark_delivered(tx, &addr, &seqs, now_ms()))
+            .await?;
+        self.metrics.messages_delivered.inc_by(n);
+        Ok(())
+    }
+
+    /// Removes consumed messages (session events once pushed).
+    pub async fn consume(&self, ids: Vec<mailbox::MessageId>) -> Result<()> {
+        self.store
+            .write(move |tx| {
+                for id in &ids {
+                    mailbox::remove_message(tx, id)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn acknowledge(
+        &self,
+        who: Principal,
+        message_id: String,
+        party_id: String,
+        session_id: String,
+        ok: bool,
+        error: String,
+    ) -> Result<DeliveryStatus> {
+        let st = self
+            .store
+            .write(move |tx| {
+                delivery::acknowledge(
+                    tx,
+                    &who,
+                    &message_id,
+                    &party_id,
+                    &session_id,
+                    ok,
+                    &error,
+                    now_ms(),
+                )
+            })
+            .await?;
+        self.metrics.messages_acked.inc();
+        Ok(st)
+    }
+
+    pub async fn message_status(
+        &self,
+        who: Principal,
+        message_id: String,
+        session_id: String,
+    ) -> Result<(Message, Vec<RecipientStatus>)> {
+        self.store
+            .read(move |v| delivery::status(v, &who, &message_id, &session_id))
+            .await
+    }
+
+    pub fn subscribe(&self, addr: &MailboxAddr) -> Subscription {
+        self.wakeups.subscribe(addr)
+    }
+
+    // ---- housekeeping ---------------------------------------------------------------
+
+    /// One sweep: expire and fail sessions, purge old ones, drop stale credentials.
+    pub async fn sweep(&self) -> Result<session::SweepOutcome> {
+        let limits = self.limits.clone();
+        let out = self
+            .store
+            .write(move |tx| {
+                let now = now_ms();
+                let out = session::sweep(tx, now, &limits, 256)?;
+                identity::sweep_credentials(tx, now, 256)?;
+                Ok(out)
+            })
+            .await?;
+        self.wakeups.notify(&out.wakeups);
+        for id in &out.expired {
+            tracing::info!(session = %id, "session expired");
+        }
+        for id in &out.stalled {
+            tracing::info!(session = %id, "session failed: stalled");
+        }
+        Ok(out)
+    }
+
+    /// Runs the sweeper until shutdown.
+    pub async fn run_sweeper(self: Arc<Self>, every: std::time::Duration) {
+        let mut stop = self.shutdown_signal();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.sweep().await {
+                        tracing::warn!(error = %e, "sweep failed; will retry");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
