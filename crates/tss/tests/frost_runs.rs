@@ -474,14 +474,10 @@ fn signer_that_gets_shares_before_commitments_finishes_and_still_sends_its_share
     let commitments: Vec<Outgoing> = first.iter().map(|(_, out)| out[0].clone()).collect();
     // Parties 1 and 2 see all commitments and send their shares.
     let mut shares_for_3 = Vec::new();
-    for i in 0..2 {
+    for (i, party) in parties.iter_mut().enumerate().take(2) {
         for (j, c) in commitments.iter().enumerate() {
             if i != j {
-                for o in parties[i]
-                    .handle(j as u16 + 1, c.into())
-                    .unwrap()
-                    .outgoing()
-                {
+                for o in party.handle(j as u16 + 1, c.into()).unwrap().outgoing() {
                     if o.to == Some(3) {
                         shares_for_3.push((i as u16 + 1, o.clone()));
                     }
