@@ -510,6 +510,7 @@ pub fn create(
 
 /// JoinSession with the party's own join token. Joining again with the same token is
 /// allowed (a restarted party rejoins); nobody else can use it.
+#[allow(clippy::too_many_arguments)]
 pub fn join(
     tx: &mut dyn Tx,
     who: &Principal,
@@ -920,7 +921,7 @@ pub fn list(
             break;
         }
     }
-    out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    out.sort_by_key(|s| std::cmp::Reverse(s.created_at));
     out.truncate(limit);
     Ok(out)
 }

@@ -34,6 +34,26 @@ impl AnyDkg {
         })
     }
 
+    /// As [`AnyDkg::start`], deterministic in `seed` (see [`crate::Dkg::start_seeded`]).
+    pub fn start_seeded(
+        curve: Curve,
+        me: u16,
+        n: u16,
+        threshold: u16,
+        seed: [u8; 32],
+    ) -> Result<(Self, Vec<Outgoing>), TssError> {
+        Ok(match curve {
+            Curve::Ed25519 => {
+                let (d, out) = Dkg::start_seeded(me, n, threshold, seed)?;
+                (AnyDkg::Ed25519(d), out)
+            }
+            Curve::Secp256k1Tr => {
+                let (d, out) = Dkg::start_seeded(me, n, threshold, seed)?;
+                (AnyDkg::Secp256k1Tr(d), out)
+            }
+        })
+    }
+
     pub fn curve(&self) -> Curve {
         match self {
             AnyDkg::Ed25519(_) => Curve::Ed25519,

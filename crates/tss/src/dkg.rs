@@ -103,6 +103,29 @@ impl<C: Ciphersuite> Dkg<C> {
     /// Starts party `me` (1..=n) of an `n`-party DKG for a `threshold`-of-`n` key. Returns
     /// the round-1 broadcast.
     pub fn start(me: u16, n: u16, threshold: u16) -> Result<(Self, Vec<Outgoing>), TssError> {
+        Self::start_with_rng(me, n, threshold, OsRng)
+    }
+
+    /// As [`Dkg::start`], with the round-1 secret drawn from a 32-byte seed. A runner that
+    /// keeps the seed (encrypted, at rest) can restart the party after a crash: replaying the
+    /// same inbound messages reproduces the same outbound ones, which peers drop as duplicates.
+    /// The seed is as secret as the key share it leads to.
+    pub fn start_seeded(
+        me: u16,
+        n: u16,
+        threshold: u16,
+        seed: [u8; 32],
+    ) -> Result<(Self, Vec<Outgoing>), TssError> {
+        use rand::SeedableRng;
+        Self::start_with_rng(me, n, threshold, rand_chacha::ChaCha20Rng::from_seed(seed))
+    }
+
+    fn start_with_rng<R: rand::RngCore + rand::CryptoRng>(
+        me: u16,
+        n: u16,
+        threshold: u16,
+        rng: R,
+    ) -> Result<(Self, Vec<Outgoing>), TssError> {
         if me == 0 || me > n {
             return Err(TssError::InvalidParameters(format!(
                 "party index {me} is outside 1..={n}"
@@ -119,7 +142,7 @@ impl<C: Ciphersuite> Dkg<C> {
             by_identifier.insert(identifier::<C>(i)?, i);
         }
         let (secret, package) =
-            dkg::part1(identifier::<C>(me)?, n, threshold, OsRng).map_err(frost)?;
+            dkg::part1(identifier::<C>(me)?, n, threshold, rng).map_err(frost)?;
         let my_round1 = package.serialize().map_err(frost)?;
         let others = participants.iter().copied().filter(|&i| i != me).collect();
         let out = vec![Outgoing {
