@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod serve;
 
 #[derive(Parser)]
@@ -40,6 +41,8 @@ enum Command {
         #[arg(long)]
         durability: Option<String>,
     },
+    /// Measure the relay: throughput, latency, scale; side by side with NATS JetStream.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
                 })
                 .await
             }
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

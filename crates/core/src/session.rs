@@ -813,7 +813,14 @@ pub fn close(
         SessionStatus::Expired => SESSION_EXPIRED,
         _ => SESSION_FAILED,
     };
-    publish_lifecycle(tx, s, event_type, now, limits)
+    let mut wakeups = publish_lifecycle(tx, s, event_type, now, limits)?;
+    // Wake the session's message streams too, so they see the session closed and end.
+    wakeups.extend(
+        s.participants
+            .iter()
+            .map(|p| MailboxAddr::session(&p.party_id, &s.id)),
+    );
+    Ok(wakeups)
 }
 
 /// A participant reports that the protocol failed (a bad signature, a tampered message),

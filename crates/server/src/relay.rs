@@ -106,7 +106,9 @@ impl Relay {
         let issued = self
             .store
             .write(move |tx| {
-                identity::login(
+                // The refusal is returned inside a committed transaction: an Err would roll
+                // back the rule's delete, and a failed login must still consume its challenge.
+                Ok(identity::login(
                     tx,
                     &challenge_id,
                     &party_id,
@@ -116,9 +118,9 @@ impl Relay {
                     &keys,
                     now_ms(),
                     &limits,
-                )
+                ))
             })
-            .await?;
+            .await??;
         self.metrics.logins.inc();
         Ok(issued)
     }
@@ -210,7 +212,10 @@ impl Relay {
                 let mut out = Vec::new();
                 for (i, p) in party_ids.iter().enumerate() {
                     cohort_core::validate::party_id(&format!("party_ids[{i}]"), p)?;
-                    out.push(identity::require_party(v, p)?);
+                    // Unknown parties are left out, like parties that published no key.
+                    if let Some(party) = identity::get_party(v, p)? {
+                        out.push(party);
+                    }
                 }
                 Ok(out)
             })
@@ -403,6 +408,23 @@ impl Relay {
     ) -> Result<MailboxAddr> {
         self.store
             .read(move |v| delivery::session_mailbox(v, &who, &session_id, &party_id))
+            .await
+    }
+
+    /// If the session is closed, why (`session <id> is failed: <reason>`); `None` while open.
+    pub async fn session_closed(&self, session_id: String) -> Result<Option<String>> {
+        self.store
+            .read(move |v| {
+                let s = session::require(v, &session_id)?;
+                Ok(s.status.is_closed().then(|| {
+                    let mut why = format!("session {} is {}", s.id, s.status.as_str());
+                    if !s.failure_reason.is_empty() {
+                        why.push_str(": ");
+                        why.push_str(&s.failure_reason);
+                    }
+                    why
+                }))
+            })
             .await
     }
 

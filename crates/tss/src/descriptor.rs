@@ -66,7 +66,9 @@ impl Descriptor {
             Some((&FORMAT_VERSION, body)) => {
                 postcard::from_bytes(body).map_err(|e| DescriptorError::Malformed(e.to_string()))
             }
-            Some((v, _)) => Err(DescriptorError::Malformed(format!("unknown format version {v}"))),
+            Some((v, _)) => Err(DescriptorError::Malformed(format!(
+                "unknown format version {v}"
+            ))),
         }
     }
 
@@ -110,12 +112,19 @@ impl Descriptor {
                 d.n, d.t
             )));
         }
-        if let Purpose::Sign { message_hash, signers, .. } = &d.purpose {
+        if let Purpose::Sign {
+            message_hash,
+            signers,
+            ..
+        } = &d.purpose
+        {
             if session_message_hash != message_hash {
                 return Err(DescriptorError::Mismatch("message hash differs".into()));
             }
             if signers.iter().map(|(p, _)| p).ne(d.parties.iter()) {
-                return Err(DescriptorError::Mismatch("signers differ from parties".into()));
+                return Err(DescriptorError::Mismatch(
+                    "signers differ from parties".into(),
+                ));
             }
         }
         Ok(d)
@@ -160,9 +169,18 @@ mod tests {
         assert_eq!(ok, Ok(d));
         let untrusted = Descriptor::verify(&bytes, &sig, &[other.public()], &parties, 2, 2, &hash);
         assert_eq!(untrusted, Err(DescriptorError::Untrusted));
-        let wrong_hash = Descriptor::verify(&bytes, &sig, &[coord.public()], &parties, 2, 2, &[0; 32]);
+        let wrong_hash =
+            Descriptor::verify(&bytes, &sig, &[coord.public()], &parties, 2, 2, &[0; 32]);
         assert!(matches!(wrong_hash, Err(DescriptorError::Mismatch(_))));
-        let wrong_parties = Descriptor::verify(&bytes, &sig, &[coord.public()], &["a".into(), "b".into()], 2, 2, &hash);
+        let wrong_parties = Descriptor::verify(
+            &bytes,
+            &sig,
+            &[coord.public()],
+            &["a".into(), "b".into()],
+            2,
+            2,
+            &hash,
+        );
         assert!(matches!(wrong_parties, Err(DescriptorError::Mismatch(_))));
     }
 }

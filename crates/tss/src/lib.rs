@@ -40,12 +40,12 @@
 
 mod any;
 mod curve;
+pub mod descriptor;
 pub mod dkg;
 mod inbox;
 pub mod inprocess;
 mod share;
 pub mod sign;
-pub mod descriptor;
 
 pub use any::{AnyDkg, AnySign};
 pub use curve::{bip340_public_key, verify_signature, Curve, CurveSuite, UnknownCurve};

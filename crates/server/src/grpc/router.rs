@@ -93,6 +93,7 @@ async fn pump<T, F, Fut>(
     tx: mpsc::Sender<Result<T, Status>>,
     encode: impl Fn(&Delivery) -> Option<T>,
     on_batch: F,
+    ends_with_session: Option<String>,
 ) where
     F: Fn(Arc<Relay>, MailboxAddr, Vec<Delivery>) -> Fut,
     Fut: std::future::Future<Output = cohort_core::Result<()>>,
@@ -113,6 +114,20 @@ async fn pump<T, F, Fut>(
             }
         };
         if batch.is_empty() {
+            // A closed session's stream ends with the reason once nothing is waiting.
+            if let Some(sid) = &ends_with_session {
+                match relay.session_closed(sid.clone()).await {
+                    Ok(Some(why)) => {
+                        let _ = tx.send(Err(Status::failed_precondition(why))).await;
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                }
+            }
             tokio::select! {
                 changed = sub.rx.changed() => if changed.is_err() { return },
                 _ = stop.changed() => return,
@@ -165,6 +180,7 @@ impl MessageRouter for RouterService {
     ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
         let who = principal(&self.relay, &req).await?;
         let r = req.into_inner();
+        let session_id = r.session_id.clone();
         let addr = self
             .relay
             .session_mailbox(who, r.session_id, r.party_id)
@@ -182,6 +198,7 @@ impl MessageRouter for RouterService {
                     .mark_delivered(addr, batch.iter().map(|d| d.seq).collect())
                     .await
             },
+            Some(session_id),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -326,24 +343,37 @@ impl MessageRouter for RouterService {
         for (i, t) in r.event_types.iter().enumerate() {
             cohort_core::validate::label(&format!("event_types[{i}]"), t, false).map_err(status)?;
         }
-        let filter = r.event_types;
+        let filter = Arc::new(r.event_types);
         let addr = MailboxAddr::events(&r.party_id);
         let (tx, rx) = mpsc::channel(BATCH);
+        let decode =
+            |d: &Delivery| cohort_core::codec::decode::<CoreEvent>(&d.message.payload).ok();
+        let f = filter.clone();
         let encode = move |d: &Delivery| {
-            let ev: CoreEvent = cohort_core::codec::decode(&d.message.payload).ok()?;
-            (filter.is_empty() || filter.contains(&ev.event_type)).then(|| event_to_wire(ev))
+            let ev = decode(d)?;
+            (f.is_empty() || f.contains(&ev.event_type)).then(|| event_to_wire(ev))
         };
         tokio::spawn(pump(
             self.relay.clone(),
             addr,
             tx,
             encode,
-            |relay, _addr, batch| async move {
-                // Events are consumed once pushed (or filtered out): they have no ack.
-                relay
-                    .consume(batch.iter().map(|d| d.message.id).collect())
-                    .await
+            move |relay, _addr, batch| {
+                // Events have no ack: the ones pushed are consumed. Those this stream's filter
+                // skipped stay for a subscriber that wants them, until their session expires.
+                let now = now_ms();
+                let done: Vec<_> = batch
+                    .iter()
+                    .filter(|d| {
+                        let wanted = decode(d)
+                            .is_none_or(|ev| filter.is_empty() || filter.contains(&ev.event_type));
+                        wanted || d.message.expires_at < now
+                    })
+                    .map(|d| d.message.id)
+                    .collect();
+                async move { relay.consume(done).await }
             },
+            None,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
