@@ -303,6 +303,20 @@ async fn three_party_session_runs_from_creation_to_completion() {
         .iter()
         .all(|p| p.joined && p.ready && p.completed));
 
+    // Open message streams end with the reason once the session is closed.
+    for stream in inbox.iter_mut() {
+        let end = tokio::time::timeout(STREAM_TIMEOUT, stream.message())
+            .await
+            .expect("the stream of a completed session ends");
+        match end {
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition);
+                assert!(status.message().contains("completed"), "{status}");
+            }
+            other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+        }
+    }
+
     // A closed session accepts no new messages.
     let refused = a
         .router()

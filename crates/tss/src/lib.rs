@@ -41,6 +41,7 @@
 mod any;
 mod curve;
 pub mod descriptor;
+pub mod runner;
 pub mod dkg;
 mod inbox;
 pub mod inprocess;

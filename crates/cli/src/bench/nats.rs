@@ -4,7 +4,7 @@
 //! replica; one subject per recipient mailbox (`mbox.<receiver>`) with a durable pull
 //! consumer each, explicit ack; senders keep `inflight` publishes open and each waits for
 //! its JetStream publish ack (the message is stored); receivers acknowledge every message
-//! and wait for the server to confirm the ack (`double_ack`), as Cohort's AcknowledgeMessage
+//! and wait for the server to confirm the ack (`double_ack`), `ack_inflight` at a time, as Cohort's AcknowledgeMessage
 //! returns once the ack is committed. nats-server runs as a child process so its CPU time and
 //! RSS are read like the relay's.
 
@@ -210,7 +210,7 @@ async fn drive_on(server: &Server, shape: &Shape, sync: SyncInterval) -> Result<
     let ticker = tick_progress(pb.clone(), probe.clone());
     let mut receivers = JoinSet::new();
     for messages in consumers {
-        receivers.spawn(receive(probe.clone(), messages, shape.inflight));
+        receivers.spawn(receive(probe.clone(), messages, shape.ack_inflight));
     }
     let mut senders = JoinSet::new();
     for (i, js) in publishers.into_iter().enumerate() {

@@ -47,9 +47,13 @@ pub struct RouteArgs {
     /// Send for this many seconds instead of a fixed count.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
-    /// RouteMessage calls in flight per sender (and AcknowledgeMessage calls per receiver).
+    /// RouteMessage calls in flight per sender.
     #[arg(long, default_value_t = 16)]
     inflight: usize,
+    /// AcknowledgeMessage calls in flight per receiver (large, so that receivers are not
+    /// what limits the run).
+    #[arg(long, default_value_t = 256)]
+    ack_inflight: usize,
     /// Total send rate in msgs/s (open loop, spread over the senders) [default: as fast as
     /// the in-flight window allows].
     #[arg(long)]
@@ -97,6 +101,7 @@ pub struct Shape {
     pub payload: usize,
     pub load: Load,
     pub inflight: usize,
+    pub ack_inflight: usize,
     pub rate: Option<f64>,
 }
 
@@ -127,6 +132,7 @@ impl Shape {
             "receivers": self.receivers,
             "payload_bytes": self.payload,
             "inflight_per_sender": self.inflight,
+            "ack_inflight_per_receiver": self.ack_inflight,
             "rate_msgs_per_s": self.rate,
         });
         match self.load {
@@ -146,8 +152,8 @@ impl Shape {
             None => String::new(),
         };
         format!(
-            "senders={} receivers={} payload={} B {load} inflight={}/sender{rate}",
-            self.senders, self.receivers, self.payload, self.inflight
+            "senders={} receivers={} payload={} B {load} inflight={}/sender acks-inflight={}/receiver{rate}",
+            self.senders, self.receivers, self.payload, self.inflight, self.ack_inflight
         )
     }
 }
@@ -363,8 +369,8 @@ fn shape_of(a: &RouteArgs) -> Result<Shape, String> {
             a.payload
         ));
     }
-    if a.inflight == 0 {
-        return Err("--inflight must be at least 1".into());
+    if a.inflight == 0 || a.ack_inflight == 0 {
+        return Err("--inflight and --ack-inflight must be at least 1".into());
     }
     if let Some(r) = a.rate {
         if r.is_nan() || r <= 0.0 {
@@ -384,6 +390,7 @@ fn shape_of(a: &RouteArgs) -> Result<Shape, String> {
         payload: a.payload,
         load,
         inflight: a.inflight,
+        ack_inflight: a.ack_inflight,
         rate: a.rate,
     })
 }
@@ -474,7 +481,7 @@ pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, Str
             cred.clone(),
             session.id.clone(),
             stream,
-            shape.inflight,
+            shape.ack_inflight,
         ));
     }
     let recipients: Arc<Vec<String>> =

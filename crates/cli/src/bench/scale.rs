@@ -689,6 +689,7 @@ async fn run_depth(target: &Target, a: &ScaleArgs) -> Result<Depth, String> {
         payload: a.payload,
         load: Load::Count(probe_count),
         inflight: 16,
+        ack_inflight: 256,
         rate: None,
     };
     let empty = route::drive_cohort(target, &shape).await?;

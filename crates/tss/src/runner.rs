@@ -1,0 +1,653 @@
+//! FROST over a Cohort relay: a party's side ([`PartyNode`]) and the coordinator's
+//! ([`Coordinator`]), on the SDK.
+//!
+//! A party joins the sessions it is selected for, checks the coordinator's signed
+//! [`Descriptor`] before sending anything, runs the DKG or signing machine over a
+//! [`SecureSession`] (point-to-point payloads sealed, everything signed), and reports the
+//! result. What it must not lose lives in its encrypted [`KeyStore`]:
+//!
+//! - `session/<id>`: the join token of a session in progress, so a restarted party resumes it;
+//! - `seed/<id>`: the DKG's random seed, so a restarted party replays the same round-1 secret
+//!   (peers drop the identical messages it sends again) instead of contradicting itself;
+//! - `nonce/<id>`: a signing nonce, written before the commitment leaves, deleted before the
+//!   signature share leaves; `signed/<id>` marks that the share was made. A party that
+//!   restarts with the marker and no nonce aborts: it never signs twice with one nonce;
+//! - `share/<group public key hex>`: the key share.
+//!
+//! Protocol messages are acknowledged only when the session is over, so after a restart the
+//! relay hands the party everything again and the machine is rebuilt by replay.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cohort_client::{Client, ClientError, CreateSession, SecureSession};
+use cohort_crypto::identity::IdentityKey;
+use cohort_crypto::keystore::KeyStore;
+use rand::RngCore;
+
+use crate::descriptor::{message_hash, Descriptor, DescriptorError, Purpose};
+use crate::{AnyDkg, AnySign, Curve, Incoming, KeyShare, Outgoing, Step, TssError};
+
+/// How a session run ended badly. `culprit` names the party at fault when one is known.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("session {session}: {reason}{}", culprit.as_ref().map(|c| format!(" (culprit: {c})")).unwrap_or_default())]
+    Failed {
+        session: String,
+        reason: String,
+        culprit: Option<String>,
+    },
+    #[error("relay: {0}")]
+    Relay(#[from] ClientError),
+    #[error("key store: {0}")]
+    KeyStore(String),
+}
+
+/// What a finished session produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Keygen { group_public_key: Vec<u8> },
+    Signed { signature: Vec<u8> },
+}
+
+/// Counts of what a run sent, for reports and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+enum Machine {
+    Dkg(AnyDkg),
+    Sign(AnySign),
+}
+
+enum Finished {
+    Keygen(KeyShare),
+    Signed(Vec<u8>),
+}
+
+impl Machine {
+    fn handle(&mut self, from: u16, m: Incoming) -> Result<Step<Finished>, TssError> {
+        Ok(match self {
+            Machine::Dkg(d) => match d.handle(from, m)? {
+                Step::Continue(out) => Step::Continue(out),
+                Step::Done { output, outgoing } => Step::Done {
+                    output: Finished::Keygen(output),
+                    outgoing,
+                },
+            },
+            Machine::Sign(s) => match s.handle(from, m)? {
+                Step::Continue(out) => Step::Continue(out),
+                Step::Done { output, outgoing } => Step::Done {
+                    output: Finished::Signed(output),
+                    outgoing,
+                },
+            },
+        })
+    }
+}
+
+/// A party: its relay client, its encrypted key store, and the coordinator keys it trusts.
+#[derive(Clone)]
+pub struct PartyNode {
+    client: Client,
+    keys: Arc<Mutex<KeyStore>>,
+    trusted: Arc<Vec<[u8; 32]>>,
+}
+
+fn hex_of(b: &[u8]) -> String {
+    hex::encode(b)
+}
+
+impl PartyNode {
+    pub fn new(client: Client, keys: KeyStore, trusted_coordinators: Vec<[u8; 32]>) -> Self {
+        PartyNode {
+            client,
+            keys: Arc::new(Mutex::new(keys)),
+            trusted: Arc::new(trusted_coordinators),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, KeyStore> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put(&self, name: &str, value: &[u8]) -> Result<(), RunError> {
+        self.store()
+            .put(name, value)
+            .map_err(|e| RunError::KeyStore(e.to_string()))
+    }
+
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        self.store().get(name).map(<[u8]>::to_vec)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), RunError> {
+        self.store()
+            .remove(name)
+            .map(|_| ())
+            .map_err(|e| RunError::KeyStore(e.to_string()))
+    }
+
+    /// The key share this party holds for `group_public_key`, if any.
+    pub fn share(&self, group_public_key: &[u8]) -> Option<KeyShare> {
+        let bytes = self.get(&format!("share/{}", hex_of(group_public_key)))?;
+        KeyShare::from_bytes(&bytes).ok()
+    }
+
+    /// Sessions this party was running when it stopped: (session id, join token).
+    pub fn unfinished_sessions(&self) -> Vec<(String, String)> {
+        let store = self.store();
+        store
+            .names()
+            .filter_map(|n| n.strip_prefix("session/"))
+            .filter_map(|sid| {
+                let token = store.get(&format!("session/{sid}"))?;
+                Some((sid.to_string(), String::from_utf8_lossy(token).into_owned()))
+            })
+            .collect()
+    }
+
+    /// Serves until `stop` turns true: resumes unfinished sessions, then joins every session
+    /// this party is selected for. Each session runs in its own task; results are logged.
+    pub async fn serve(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), RunError> {
+        for (sid, token) in self.unfinished_sessions() {
+            tracing::info!(session = %sid, "resuming a session interrupted by a restart");
+            self.spawn_session(sid, token);
+        }
+        let mut events = self.client.session_events(&["session_created"]);
+        loop {
+            let ev = tokio::select! {
+                ev = events.next_event() => ev?,
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            };
+            if let Some(token) = ev.join_token {
+                self.spawn_session(ev.session_id, token);
+            }
+        }
+    }
+
+    fn spawn_session(&self, sid: String, token: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            match me.run_session(&sid, &token).await {
+                Ok((Outcome::Keygen { group_public_key }, _)) => {
+                    tracing::info!(session = %sid, group_public_key = %hex_of(&group_public_key), "keygen completed")
+                }
+                Ok((Outcome::Signed { signature }, _)) => {
+                    tracing::info!(session = %sid, signature = %hex_of(&signature), "signed")
+                }
+                Err(e) => tracing::warn!(session = %sid, error = %e, "session did not complete"),
+            }
+        });
+    }
+
+    /// Reports the failure to the relay (which fails the session) and returns it.
+    async fn fail<T>(&self, sid: &str, reason: String, culprit: Option<String>) -> Result<T, RunError> {
+        if let Err(e) = self.client.report_failure(sid, &reason, culprit.as_deref()).await {
+            tracing::warn!(session = %sid, error = %e, "could not report the failure");
+        }
+        let _ = self.remove(&format!("session/{sid}"));
+        Err(RunError::Failed {
+            session: sid.to_string(),
+            reason,
+            culprit,
+        })
+    }
+
+    async fn send_all(
+        &self,
+        sec: &mut SecureSession,
+        party_of: &HashMap<u16, String>,
+        out: Vec<Outgoing>,
+        traffic: &mut Traffic,
+    ) -> Result<(), RunError> {
+        for o in out {
+            let to = match o.to {
+                Some(i) => Some(party_of.get(&i).cloned().ok_or_else(|| RunError::Failed {
+                    session: sec.session_id().to_string(),
+                    reason: format!("protocol addressed unknown party index {i}"),
+                    culprit: None,
+                })?),
+                None => None,
+            };
+            sec.send_sealed(to.as_deref(), o.round, o.message_type, &o.body)
+                .await?;
+            traffic.messages += 1;
+            traffic.bytes += o.body.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Joins session `session_id` with `join_token` and runs it to the end.
+    pub async fn run_session(&self, session_id: &str, join_token: &str) -> Result<(Outcome, Traffic), RunError> {
+        let sid = session_id.to_string();
+        let me = self.client.party_id().to_string();
+        self.put(&format!("session/{sid}"), join_token.as_bytes())?;
+        let join = self.client.join(&sid, join_token).await?;
+        let summary = self.client.session(&sid).await?;
+        let mut parties = join.parties.clone();
+        parties.sort_by_key(|p| p.1);
+        let names: Vec<String> = parties.iter().map(|p| p.0.clone()).collect();
+        let descriptor = match Descriptor::verify(
+            &summary.descriptor,
+            &summary.descriptor_signature,
+            &self.trusted,
+            &names,
+            join.n,
+            join.t,
+            &join.message_hash,
+        ) {
+            Ok(d) => d,
+            Err(e @ (DescriptorError::Untrusted | DescriptorError::Missing)) => {
+                return self.fail(&sid, format!("refusing the session: {e}"), Some(summary.creator)).await
+            }
+            Err(e) => return self.fail(&sid, format!("refusing the session: {e}"), None).await,
+        };
+
+        let (mut machine, first, index_of) = match &descriptor.purpose {
+            Purpose::Keygen { curve } => {
+                let seed_name = format!("seed/{sid}");
+                let seed: [u8; 32] = match self.get(&seed_name).and_then(|s| s.try_into().ok()) {
+                    Some(s) => s,
+                    None => {
+                        let mut s = [0u8; 32];
+                        rand::rngs::OsRng.fill_bytes(&mut s);
+                        self.put(&seed_name, &s)?;
+                        s
+                    }
+                };
+                let (m, out) = match AnyDkg::start_seeded(*curve, join.party_index, join.n, join.t, seed) {
+                    Ok(x) => x,
+                    Err(e) => return self.fail(&sid, format!("cannot start keygen: {e}"), None).await,
+                };
+                let index_of: HashMap<String, u16> = parties.into_iter().collect();
+                (Machine::Dkg(m), out, index_of)
+            }
+            Purpose::Sign {
+                curve,
+                group_public_key,
+                message_hash,
+                description,
+                signers,
+            } => {
+                let Some(share) = self.share(group_public_key) else {
+                    return self
+                        .fail(&sid, format!("{me} holds no share of key {}", hex_of(group_public_key)), Some(me.clone()))
+                        .await;
+                };
+                let mine = signers.iter().find(|(p, _)| p == &me).map(|(_, i)| *i);
+                if share.curve != *curve || mine != Some(share.index) {
+                    return self
+                        .fail(&sid, "descriptor's curve or signer index disagrees with the stored share".into(), None)
+                        .await;
+                }
+                tracing::info!(
+                    session = %sid,
+                    description = %description,
+                    message_hash = %hex_of(message_hash),
+                    key = %hex_of(group_public_key),
+                    "signing as the coordinator asked"
+                );
+                if self.get(&format!("signed/{sid}")).is_some() {
+                    return self
+                        .fail(
+                            &sid,
+                            format!("{me} restarted after sending its signature share; aborting this attempt so no nonce signs twice"),
+                            Some(me.clone()),
+                        )
+                        .await;
+                }
+                let indices: Vec<u16> = signers.iter().map(|(_, i)| *i).collect();
+                let nonce_name = format!("nonce/{sid}");
+                let started = match self.get(&nonce_name) {
+                    Some(nonce) => AnySign::resume(&share, &indices, message_hash, &nonce),
+                    None => AnySign::start(&share, &indices, message_hash),
+                };
+                let (m, out) = match started {
+                    Ok(x) => x,
+                    Err(e) => return self.fail(&sid, format!("cannot start signing: {e}"), None).await,
+                };
+                // The nonce is on disk before the commitment that binds it leaves this party.
+                if let Ok(Some(n)) = m.nonce_bytes() {
+                    self.put(&nonce_name, &n)?;
+                }
+                let index_of: HashMap<String, u16> = signers.iter().cloned().collect();
+                (Machine::Sign(m), out, index_of)
+            }
+        };
+        let party_of: HashMap<u16, String> = index_of.iter().map(|(p, i)| (*i, p.clone())).collect();
+
+        let mut sec = self.client.secure_session(&sid)?;
+        self.client.ready(&sid).await?;
+        let mut traffic = Traffic::default();
+        self.send_all(&mut sec, &party_of, first, &mut traffic).await?;
+        let mut received = Vec::new();
+        let finished = loop {
+            let opened = match sec.recv_opened().await {
+                Ok(o) => o,
+                Err(ClientError::Rejected(r)) => {
+                    let reason = format!("round {} {}: {} from {}", r.round, r.message_type, r.reason, r.culprit);
+                    return self.fail(&sid, reason, Some(r.culprit.clone())).await;
+                }
+                Err(e) if e.code() == Some(tonic_code_failed_precondition()) => {
+                    let _ = self.remove(&format!("session/{sid}"));
+                    return Err(closed_elsewhere(&sid, &e));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            received.push(opened.message_id.clone());
+            let Some(&from) = index_of.get(&opened.from) else {
+                continue;
+            };
+            let round = opened.round;
+            let step = machine.handle(
+                from,
+                Incoming {
+                    round,
+                    message_type: opened.message_type,
+                    body: opened.body,
+                },
+            );
+            let step = match step {
+                Ok(s) => s,
+                Err(e) => {
+                    let culprit = e.culprit().and_then(|i| party_of.get(&i).cloned());
+                    return self.fail(&sid, format!("round {round}: {e}"), culprit).await;
+                }
+            };
+            if let Machine::Sign(s) = &machine {
+                // Shares made: mark it, then forget the nonce, before the shares leave.
+                let nonce_name = format!("nonce/{sid}");
+                if matches!(s.nonce_bytes(), Ok(None)) && self.get(&nonce_name).is_some() {
+                    self.put(&format!("signed/{sid}"), b"1")?;
+                    self.remove(&nonce_name)?;
+                }
+            }
+            match step {
+                Step::Continue(out) => self.send_all(&mut sec, &party_of, out, &mut traffic).await?,
+                Step::Done { output, outgoing } => {
+                    self.send_all(&mut sec, &party_of, outgoing, &mut traffic).await?;
+                    break output;
+                }
+            }
+        };
+
+        let outcome = match finished {
+            Finished::Keygen(share) => {
+                let gpk = share
+                    .group_public_key()
+                    .map_err(|e| RunError::KeyStore(e.to_string()))?;
+                let bytes = share.to_bytes().map_err(|e| RunError::KeyStore(e.to_string()))?;
+                self.put(&format!("share/{}", hex_of(&gpk)), &bytes)?;
+                self.remove(&format!("seed/{sid}"))?;
+                self.client.report_completion(&sid, &gpk, &[]).await?;
+                Outcome::Keygen { group_public_key: gpk }
+            }
+            Finished::Signed(signature) => {
+                let gpk = match &descriptor.purpose {
+                    Purpose::Sign { group_public_key, .. } => group_public_key.clone(),
+                    Purpose::Keygen { .. } => Vec::new(),
+                };
+                self.client.report_completion(&sid, &gpk, &signature).await?;
+                self.remove(&format!("signed/{sid}"))?;
+                Outcome::Signed { signature }
+            }
+        };
+        for id in &received {
+            if let Err(e) = sec.ack(id).await {
+                tracing::debug!(session = %sid, error = %e, "ack after completion failed");
+            }
+        }
+        self.remove(&format!("session/{sid}"))?;
+        Ok((outcome, traffic))
+    }
+}
+
+fn tonic_code_failed_precondition() -> tonic::Code {
+    tonic::Code::FailedPrecondition
+}
+
+/// The session was closed by someone else (another party reported a failure, it expired).
+fn closed_elsewhere(sid: &str, e: &ClientError) -> RunError {
+    let text = e.to_string();
+    let culprit = text
+        .split("(culprit: ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .map(str::to_string);
+    RunError::Failed {
+        session: sid.to_string(),
+        reason: text,
+        culprit,
+    }
+}
+
+/// The coordinator's side: creates keygen and signing sessions with signed descriptors and
+/// waits for their results.
+pub struct Coordinator {
+    client: Client,
+    key: IdentityKey,
+}
+
+/// A finished keygen.
+#[derive(Debug, Clone)]
+pub struct KeygenResult {
+    pub session_id: String,
+    pub group_public_key: Vec<u8>,
+    pub parties: Vec<String>,
+}
+
+/// A finished signing.
+#[derive(Debug, Clone)]
+pub struct SignResult {
+    pub session_id: String,
+    pub signature: Vec<u8>,
+    pub message_hash: [u8; 32],
+    pub signers: Vec<String>,
+}
+
+impl Coordinator {
+    /// `key` must be the identity key `client` logged in with, listed as a coordinator key.
+    pub fn new(client: Client, key: IdentityKey) -> Self {
+        Coordinator { client, key }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn nonce() -> [u8; 16] {
+        let mut n = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut n);
+        n
+    }
+
+    /// Creates a `t`-of-`parties.len()` key on `curve` and waits for it.
+    pub async fn keygen(&self, parties: &[String], t: u16, curve: Curve, timeout: Duration) -> Result<KeygenResult, RunError> {
+        let n = u16::try_from(parties.len()).map_err(|_| RunError::Failed {
+            session: String::new(),
+            reason: "too many parties".into(),
+            culprit: None,
+        })?;
+        let d = Descriptor {
+            purpose: Purpose::Keygen { curve },
+            n,
+            t,
+            parties: parties.to_vec(),
+            nonce: Self::nonce(),
+        };
+        let (descriptor, descriptor_signature) = d.sign(&self.key);
+        let created = self
+            .client
+            .create_session(CreateSession {
+                session_type: "keygen".into(),
+                n,
+                t,
+                parties: parties.to_vec(),
+                descriptor,
+                descriptor_signature,
+                expires_in: Some(timeout),
+                ..Default::default()
+            })
+            .await?;
+        let s = self.wait(&created.session_id, timeout).await?;
+        Ok(KeygenResult {
+            session_id: created.session_id,
+            group_public_key: s.public_key,
+            parties: parties.to_vec(),
+        })
+    }
+
+    /// Finds the completed keygen that made `group_public_key`: its parties by index, t, curve.
+    pub async fn key_info(&self, group_public_key: &[u8]) -> Result<(Vec<(String, u16)>, u16, Curve), RunError> {
+        let sessions = self.client.list_sessions(Some("completed"), 10_000).await?;
+        let not_found = || RunError::Failed {
+            session: String::new(),
+            reason: format!("no completed keygen made key {}", hex_of(group_public_key)),
+            culprit: None,
+        };
+        let s = sessions
+            .into_iter()
+            .find(|s| s.session_type == "keygen" && s.public_key == group_public_key)
+            .ok_or_else(not_found)?;
+        let curve = match Descriptor::from_bytes(&s.descriptor).map(|d| d.purpose) {
+            Ok(Purpose::Keygen { curve }) => curve,
+            _ => return Err(not_found()),
+        };
+        let parties = s
+            .participants
+            .iter()
+            .map(|p| (p.party_id.clone(), u16::try_from(p.party_index).unwrap_or(0)))
+            .collect();
+        Ok((parties, u16::try_from(s.threshold_t).unwrap_or(0), curve))
+    }
+
+    /// Signs `message` (its SHA-256) with the key `group_public_key`. `signers` defaults to
+    /// the first t holders that are online.
+    pub async fn sign(
+        &self,
+        group_public_key: &[u8],
+        message: &[u8],
+        description: &str,
+        signers: Option<Vec<String>>,
+        timeout: Duration,
+    ) -> Result<SignResult, RunError> {
+        let (holders, t, curve) = self.key_info(group_public_key).await?;
+        let chosen: Vec<(String, u16)> = match signers {
+            Some(names) => {
+                let mut out = Vec::new();
+                for n in names {
+                    let h = holders.iter().find(|(p, _)| *p == n).cloned().ok_or_else(|| RunError::Failed {
+                        session: String::new(),
+                        reason: format!("{n} holds no share of this key"),
+                        culprit: None,
+                    })?;
+                    out.push(h);
+                }
+                out
+            }
+            None => {
+                let online: Vec<String> = self
+                    .client
+                    .parties("", true)
+                    .await?
+                    .into_iter()
+                    .map(|p| p.party_id)
+                    .collect();
+                holders
+                    .iter()
+                    .filter(|(p, _)| online.contains(p))
+                    .take(usize::from(t))
+                    .cloned()
+                    .collect()
+            }
+        };
+        if chosen.len() < usize::from(t) {
+            return Err(RunError::Failed {
+                session: String::new(),
+                reason: format!("{} signers available, the key needs {t}", chosen.len()),
+                culprit: None,
+            });
+        }
+        let hash = message_hash(message);
+        let parties: Vec<String> = chosen.iter().map(|(p, _)| p.clone()).collect();
+        let n = u16::try_from(parties.len()).unwrap_or(u16::MAX);
+        let d = Descriptor {
+            purpose: Purpose::Sign {
+                curve,
+                group_public_key: group_public_key.to_vec(),
+                message_hash: hash,
+                description: description.to_string(),
+                signers: chosen,
+            },
+            n,
+            t,
+            parties: parties.clone(),
+            nonce: Self::nonce(),
+        };
+        let (descriptor, descriptor_signature) = d.sign(&self.key);
+        let created = self
+            .client
+            .create_session(CreateSession {
+                session_type: "sign".into(),
+                n,
+                t,
+                parties: parties.clone(),
+                message_hash: hash.to_vec(),
+                descriptor,
+                descriptor_signature,
+                expires_in: Some(timeout),
+                ..Default::default()
+            })
+            .await?;
+        let s = self.wait(&created.session_id, timeout).await?;
+        Ok(SignResult {
+            session_id: created.session_id,
+            signature: s.signature,
+            message_hash: hash,
+            signers: parties,
+        })
+    }
+
+    /// Polls the session until it closes; a failure comes back with its reason and culprit.
+    pub async fn wait(&self, session_id: &str, timeout: Duration) -> Result<cohort_client::SessionSummary, RunError> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(2);
+        loop {
+            let s = self.client.session(session_id).await?;
+            match s.status.as_str() {
+                "completed" => return Ok(s),
+                "failed" | "expired" => {
+                    let culprit = s
+                        .failure_reason
+                        .split("(culprit: ")
+                        .nth(1)
+                        .and_then(|r| r.split(')').next())
+                        .map(str::to_string);
+                    return Err(RunError::Failed {
+                        session: session_id.to_string(),
+                        reason: format!("{}: {}", s.status, s.failure_reason),
+                        culprit,
+                    });
+                }
+                _ => {}
+            }
+            if start.elapsed() > timeout {
+                return Err(RunError::Failed {
+                    session: session_id.to_string(),
+                    reason: format!("not finished after {timeout:?}; waiting for {}", s.waiting_for.join(", ")),
+                    culprit: None,
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
+    }
+}
