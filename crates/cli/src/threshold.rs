@@ -16,16 +16,27 @@ pub const COORDINATOR_ID: &str = "coordinator";
 
 /// Checks a signature with a verifier that shares no code with FROST: ed25519-dalek for
 /// Ed25519, k256's BIP-340 verifier for secp256k1-tr.
-pub fn verify_independently(curve: Curve, group_public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(), String> {
+pub fn verify_independently(
+    curve: Curve,
+    group_public_key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), String> {
     match curve {
         Curve::Ed25519 => {
-            let key: [u8; 32] = group_public_key.try_into().map_err(|_| "group key is not 32 bytes".to_string())?;
-            let sig: [u8; 64] = signature.try_into().map_err(|_| "signature is not 64 bytes".to_string())?;
+            let key: [u8; 32] = group_public_key
+                .try_into()
+                .map_err(|_| "group key is not 32 bytes".to_string())?;
+            let sig: [u8; 64] = signature
+                .try_into()
+                .map_err(|_| "signature is not 64 bytes".to_string())?;
             let vk = ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|e| e.to_string())?;
-            vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig)).map_err(|e| e.to_string())
+            vk.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig))
+                .map_err(|e| e.to_string())
         }
         Curve::Secp256k1Tr => {
-            let x_only = cohort_tss::bip340_public_key(group_public_key).ok_or("group key is not a secp256k1 point")?;
+            let x_only = cohort_tss::bip340_public_key(group_public_key)
+                .ok_or("group key is not a secp256k1 point")?;
             let vk = k256::schnorr::VerifyingKey::from_bytes(&x_only).map_err(|e| e.to_string())?;
             let sig = k256::schnorr::Signature::try_from(signature).map_err(|e| e.to_string())?;
             vk.verify_raw(message, &sig).map_err(|e| e.to_string())
@@ -59,10 +70,15 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
         ));
     }
     let total = Instant::now();
-    let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let dir =
+        tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let coordinator_key = IdentityKey::generate();
 
-    let t = phase(1, 5, "starting an embedded relay (temporary SQLite, loopback)");
+    let t = phase(
+        1,
+        5,
+        "starting an embedded relay (temporary SQLite, loopback)",
+    );
     let config = Config {
         data_dir: dir.path().join("relay"),
         grpc_addr: "127.0.0.1:0".parse().map_err(|_| "bad address")?,
@@ -74,41 +90,83 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     let url = format!("http://{}", running.grpc_addr);
     let t_relay = done(t);
 
-    let t = phase(2, 5, &format!("connecting {} parties over gRPC ({url})", args.parties));
+    let t = phase(
+        2,
+        5,
+        &format!("connecting {} parties over gRPC ({url})", args.parties),
+    );
     let trusted = vec![coordinator_key.public()];
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut names = Vec::new();
     let mut tasks = Vec::new();
     for i in 1..=args.parties {
         let name = format!("party-{i}");
-        let node = connect_party(&url, &name, &dir.path().join(format!("{name}.keys")), &trusted).await?;
+        let node = connect_party(
+            &url,
+            &name,
+            &dir.path().join(format!("{name}.keys")),
+            &trusted,
+        )
+        .await?;
         let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move { node.serve(stop).await }));
         names.push(name);
     }
     let coordinator = Coordinator::new(
-        Client::connect(&url, COORDINATOR_ID, IdentityKey::from_bytes(&coordinator_key.to_bytes()))
-            .await
-            .map_err(|e| e.to_string())?,
+        Client::connect(
+            &url,
+            COORDINATOR_ID,
+            IdentityKey::from_bytes(&coordinator_key.to_bytes()),
+        )
+        .await
+        .map_err(|e| e.to_string())?,
         coordinator_key,
     );
     let t_connect = done(t);
 
-    let t = phase(3, 5, &format!("keygen: FROST DKG, {}-of-{} on {}", args.threshold, args.parties, args.curve));
+    let t = phase(
+        3,
+        5,
+        &format!(
+            "keygen: FROST DKG, {}-of-{} on {}",
+            args.threshold, args.parties, args.curve
+        ),
+    );
     let timeout = Duration::from_secs(120);
-    let key = coordinator.keygen(&names, args.threshold, args.curve, timeout).await.map_err(|e| e.to_string())?;
+    let key = coordinator
+        .keygen(&names, args.threshold, args.curve, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     let t_keygen = done(t);
 
-    let message = format!("Cohort demo: {} parties, threshold {}", args.parties, args.threshold);
-    let t = phase(4, 5, &format!("signing {message:?} with {} signers", args.threshold));
+    let message = format!(
+        "Cohort demo: {} parties, threshold {}",
+        args.parties, args.threshold
+    );
+    let t = phase(
+        4,
+        5,
+        &format!("signing {message:?} with {} signers", args.threshold),
+    );
     let signed = coordinator
-        .sign(&key.group_public_key, message.as_bytes(), "cohort demo", None, timeout)
+        .sign(
+            &key.group_public_key,
+            message.as_bytes(),
+            "cohort demo",
+            None,
+            timeout,
+        )
         .await
         .map_err(|e| e.to_string())?;
     let t_sign = done(t);
 
     let t = phase(5, 5, "verifying the signature with an independent verifier");
-    let verdict = verify_independently(args.curve, &key.group_public_key, &signed.message_hash, &signed.signature);
+    let verdict = verify_independently(
+        args.curve,
+        &key.group_public_key,
+        &signed.message_hash,
+        &signed.signature,
+    );
     let t_verify = done(t);
 
     let routed = running.relay.metrics.messages_routed.get();
@@ -124,9 +182,15 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     };
     println!();
     println!("  curve              {}", args.curve);
-    println!("  parties            {} (threshold {})", args.parties, args.threshold);
+    println!(
+        "  parties            {} (threshold {})",
+        args.parties, args.threshold
+    );
     println!("  signers            {}", signed.signers.join(", "));
-    println!("  group public key   {}", hex::encode(&key.group_public_key));
+    println!(
+        "  group public key   {}",
+        hex::encode(&key.group_public_key)
+    );
     println!("  message            {message:?}");
     println!("  message hash       {}", hex::encode(signed.message_hash));
     println!("  signature          {}", hex::encode(&signed.signature));
@@ -150,11 +214,18 @@ fn ms(d: Duration) -> f64 {
 
 /// Logs a party in, registers it, publishes its encryption key and opens its key store
 /// (creating it with the passphrase "demo" in the demo).
-async fn connect_party(url: &str, name: &str, keys: &Path, trusted: &[[u8; 32]]) -> Result<PartyNode, String> {
+async fn connect_party(
+    url: &str,
+    name: &str,
+    keys: &Path,
+    trusted: &[[u8; 32]],
+) -> Result<PartyNode, String> {
     let secret = KeyStoreSecret::Passphrase("demo".into());
     let mut store = KeyStore::create(keys, &secret).map_err(|e| e.to_string())?;
     let identity = IdentityKey::generate();
-    store.put("identity", &identity.to_bytes()).map_err(|e| e.to_string())?;
+    store
+        .put("identity", &identity.to_bytes())
+        .map_err(|e| e.to_string())?;
     start_party(url, name, identity, store, trusted).await
 }
 
@@ -165,24 +236,40 @@ async fn start_party(
     mut store: KeyStore,
     trusted: &[[u8; 32]],
 ) -> Result<PartyNode, String> {
-    let client = Client::connect(url, name, identity).await.map_err(|e| e.to_string())?;
-    client.register("persistent", env!("CARGO_PKG_VERSION"), None).await.map_err(|e| e.to_string())?;
+    let client = Client::connect(url, name, identity)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .register("persistent", env!("CARGO_PKG_VERSION"), None)
+        .await
+        .map_err(|e| e.to_string())?;
     // The encryption key lives in the key store, so sealed messages survive a restart.
-    let enc = match store.get("encryption").map(cohort_crypto::seal::EncryptionKeyPair::from_secret_bytes) {
+    let enc = match store
+        .get("encryption")
+        .map(cohort_crypto::seal::EncryptionKeyPair::from_secret_bytes)
+    {
         Some(Ok(k)) => k,
         _ => {
             let k = cohort_crypto::seal::EncryptionKeyPair::generate();
-            store.put("encryption", k.secret_bytes().as_slice()).map_err(|e| e.to_string())?;
+            store
+                .put("encryption", k.secret_bytes().as_slice())
+                .map_err(|e| e.to_string())?;
             k
         }
     };
-    client.publish_encryption_key(&enc).await.map_err(|e| e.to_string())?;
+    client
+        .publish_encryption_key(&enc)
+        .await
+        .map_err(|e| e.to_string())?;
     client.spawn_heartbeat(Duration::from_secs(10));
     Ok(PartyNode::new(client, store, trusted.to_vec()))
 }
 
 /// Where a secret for a party's key store comes from.
-pub fn keystore_secret(key_file: Option<&Path>, passphrase_env: &str) -> Result<KeyStoreSecret, String> {
+pub fn keystore_secret(
+    key_file: Option<&Path>,
+    passphrase_env: &str,
+) -> Result<KeyStoreSecret, String> {
     match key_file {
         Some(p) => KeyStoreSecret::from_key_file(p).map_err(|e| e.to_string()),
         None => match std::env::var(passphrase_env) {
@@ -202,7 +289,8 @@ pub fn trusted_coordinators(hex_keys: &[String], key_file: &Path) -> Result<Vec<
             .iter()
             .map(|k| {
                 let mut out = [0u8; 32];
-                hex::decode_to_slice(k, &mut out).map_err(|_| format!("--coordinator {k:?} is not 64 hex characters"))?;
+                hex::decode_to_slice(k, &mut out)
+                    .map_err(|_| format!("--coordinator {k:?} is not 64 hex characters"))?;
                 Ok(out)
             })
             .collect();
@@ -218,8 +306,12 @@ pub fn load_coordinator_key(path: &Path) -> Result<IdentityKey, String> {
         )
     })?;
     let mut secret = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut secret)
-        .map_err(|_| format!("{} does not hold a 64-hex-char Ed25519 secret key", path.display()))?;
+    hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| {
+        format!(
+            "{} does not hold a 64-hex-char Ed25519 secret key",
+            path.display()
+        )
+    })?;
     Ok(IdentityKey::from_bytes(&secret))
 }
 
@@ -240,13 +332,19 @@ pub async fn party(a: PartyArgs) -> Result<(), String> {
         KeyStore::open(&a.key_store, &secret).map_err(|e| e.to_string())?
     } else {
         let mut s = KeyStore::create(&a.key_store, &secret).map_err(|e| e.to_string())?;
-        s.put("identity", &IdentityKey::generate().to_bytes()).map_err(|e| e.to_string())?;
+        s.put("identity", &IdentityKey::generate().to_bytes())
+            .map_err(|e| e.to_string())?;
         eprintln!("created key store {}", a.key_store.display());
         s
     };
     let identity = match store.get("identity").map(<[u8; 32]>::try_from) {
         Some(Ok(b)) => IdentityKey::from_bytes(&b),
-        _ => return Err(format!("key store {} holds no identity key", a.key_store.display())),
+        _ => {
+            return Err(format!(
+                "key store {} holds no identity key",
+                a.key_store.display()
+            ))
+        }
     };
     let trusted = trusted_coordinators(&a.coordinators, &a.coordinator_key)?;
     let node = start_party(&a.relay, &a.party_id, identity, store, &trusted).await?;
@@ -267,9 +365,13 @@ pub async fn party(a: PartyArgs) -> Result<(), String> {
 
 async fn coordinator(relay: &str, key_file: &Path) -> Result<Arc<Coordinator>, String> {
     let key = load_coordinator_key(key_file)?;
-    let client = Client::connect(relay, COORDINATOR_ID, IdentityKey::from_bytes(&key.to_bytes()))
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = Client::connect(
+        relay,
+        COORDINATOR_ID,
+        IdentityKey::from_bytes(&key.to_bytes()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     if !client.is_coordinator() {
         return Err(format!(
             "the key in {} is not a coordinator key of the relay at {relay}; list its public key {} in the relay's coordinator_keys",
@@ -281,27 +383,53 @@ async fn coordinator(relay: &str, key_file: &Path) -> Result<Arc<Coordinator>, S
 }
 
 /// `cohort keygen`.
-pub async fn keygen(relay: &str, key_file: &Path, parties: Vec<String>, t: u16, curve: Curve, timeout: Duration) -> Result<(), String> {
+pub async fn keygen(
+    relay: &str,
+    key_file: &Path,
+    parties: Vec<String>,
+    t: u16,
+    curve: Curve,
+    timeout: Duration,
+) -> Result<(), String> {
     let c = coordinator(relay, key_file).await?;
-    let r = c.keygen(&parties, t, curve, timeout).await.map_err(|e| e.to_string())?;
+    let r = c
+        .keygen(&parties, t, curve, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     println!("session            {}", r.session_id);
     println!("curve              {curve}");
-    println!("parties            {} (threshold {t})", r.parties.join(", "));
+    println!(
+        "parties            {} (threshold {t})",
+        r.parties.join(", ")
+    );
     println!("group public key   {}", hex::encode(&r.group_public_key));
     Ok(())
 }
 
 /// `cohort sign`.
-pub async fn sign(relay: &str, key_file: &Path, key_hex: &str, message: &str, signers: Option<Vec<String>>, timeout: Duration) -> Result<(), String> {
+pub async fn sign(
+    relay: &str,
+    key_file: &Path,
+    key_hex: &str,
+    message: &str,
+    signers: Option<Vec<String>>,
+    timeout: Duration,
+) -> Result<(), String> {
     let gpk = hex::decode(key_hex).map_err(|_| format!("--key {key_hex:?} is not hex"))?;
     let c = coordinator(relay, key_file).await?;
     let (_, _, curve) = c.key_info(&gpk).await.map_err(|e| e.to_string())?;
-    let r = c.sign(&gpk, message.as_bytes(), message, signers, timeout).await.map_err(|e| e.to_string())?;
+    let r = c
+        .sign(&gpk, message.as_bytes(), message, signers, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     let verdict = verify_independently(curve, &gpk, &r.message_hash, &r.signature);
     println!("session            {}", r.session_id);
     println!("signers            {}", r.signers.join(", "));
     println!("message hash       {}", hex::encode(r.message_hash));
     println!("signature          {}", hex::encode(&r.signature));
-    println!("verification       {}", if verdict.is_ok() { "VALID" } else { "INVALID" });
+    println!(
+        "verification       {}",
+        if verdict.is_ok() { "VALID" } else { "INVALID" }
+    );
     verdict.map_err(|e| format!("the signature did not verify: {e}"))
 }

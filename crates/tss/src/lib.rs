@@ -41,10 +41,10 @@
 mod any;
 mod curve;
 pub mod descriptor;
-pub mod runner;
 pub mod dkg;
 mod inbox;
 pub mod inprocess;
+pub mod runner;
 mod share;
 pub mod sign;
 

@@ -156,7 +156,10 @@ impl PartyNode {
 
     /// Serves until `stop` turns true: resumes unfinished sessions, then joins every session
     /// this party is selected for. Each session runs in its own task; results are logged.
-    pub async fn serve(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), RunError> {
+    pub async fn serve(
+        &self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), RunError> {
         for (sid, token) in self.unfinished_sessions() {
             tracing::info!(session = %sid, "resuming a session interrupted by a restart");
             self.spawn_session(sid, token);
@@ -189,8 +192,17 @@ impl PartyNode {
     }
 
     /// Reports the failure to the relay (which fails the session) and returns it.
-    async fn fail<T>(&self, sid: &str, reason: String, culprit: Option<String>) -> Result<T, RunError> {
-        if let Err(e) = self.client.report_failure(sid, &reason, culprit.as_deref()).await {
+    async fn fail<T>(
+        &self,
+        sid: &str,
+        reason: String,
+        culprit: Option<String>,
+    ) -> Result<T, RunError> {
+        if let Err(e) = self
+            .client
+            .report_failure(sid, &reason, culprit.as_deref())
+            .await
+        {
             tracing::warn!(session = %sid, error = %e, "could not report the failure");
         }
         let _ = self.remove(&format!("session/{sid}"));
@@ -226,7 +238,11 @@ impl PartyNode {
     }
 
     /// Joins session `session_id` with `join_token` and runs it to the end.
-    pub async fn run_session(&self, session_id: &str, join_token: &str) -> Result<(Outcome, Traffic), RunError> {
+    pub async fn run_session(
+        &self,
+        session_id: &str,
+        join_token: &str,
+    ) -> Result<(Outcome, Traffic), RunError> {
         let sid = session_id.to_string();
         let me = self.client.party_id().to_string();
         self.put(&format!("session/{sid}"), join_token.as_bytes())?;
@@ -246,9 +262,19 @@ impl PartyNode {
         ) {
             Ok(d) => d,
             Err(e @ (DescriptorError::Untrusted | DescriptorError::Missing)) => {
-                return self.fail(&sid, format!("refusing the session: {e}"), Some(summary.creator)).await
+                return self
+                    .fail(
+                        &sid,
+                        format!("refusing the session: {e}"),
+                        Some(summary.creator),
+                    )
+                    .await
             }
-            Err(e) => return self.fail(&sid, format!("refusing the session: {e}"), None).await,
+            Err(e) => {
+                return self
+                    .fail(&sid, format!("refusing the session: {e}"), None)
+                    .await
+            }
         };
 
         let (mut machine, first, index_of) = match &descriptor.purpose {
@@ -263,10 +289,15 @@ impl PartyNode {
                         s
                     }
                 };
-                let (m, out) = match AnyDkg::start_seeded(*curve, join.party_index, join.n, join.t, seed) {
-                    Ok(x) => x,
-                    Err(e) => return self.fail(&sid, format!("cannot start keygen: {e}"), None).await,
-                };
+                let (m, out) =
+                    match AnyDkg::start_seeded(*curve, join.party_index, join.n, join.t, seed) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            return self
+                                .fail(&sid, format!("cannot start keygen: {e}"), None)
+                                .await
+                        }
+                    };
                 let index_of: HashMap<String, u16> = parties.into_iter().collect();
                 (Machine::Dkg(m), out, index_of)
             }
@@ -279,13 +310,22 @@ impl PartyNode {
             } => {
                 let Some(share) = self.share(group_public_key) else {
                     return self
-                        .fail(&sid, format!("{me} holds no share of key {}", hex_of(group_public_key)), Some(me.clone()))
+                        .fail(
+                            &sid,
+                            format!("{me} holds no share of key {}", hex_of(group_public_key)),
+                            Some(me.clone()),
+                        )
                         .await;
                 };
                 let mine = signers.iter().find(|(p, _)| p == &me).map(|(_, i)| *i);
                 if share.curve != *curve || mine != Some(share.index) {
                     return self
-                        .fail(&sid, "descriptor's curve or signer index disagrees with the stored share".into(), None)
+                        .fail(
+                            &sid,
+                            "descriptor's curve or signer index disagrees with the stored share"
+                                .into(),
+                            None,
+                        )
                         .await;
                 }
                 tracing::info!(
@@ -312,7 +352,11 @@ impl PartyNode {
                 };
                 let (m, out) = match started {
                     Ok(x) => x,
-                    Err(e) => return self.fail(&sid, format!("cannot start signing: {e}"), None).await,
+                    Err(e) => {
+                        return self
+                            .fail(&sid, format!("cannot start signing: {e}"), None)
+                            .await
+                    }
                 };
                 // The nonce is on disk before the commitment that binds it leaves this party.
                 if let Ok(Some(n)) = m.nonce_bytes() {
@@ -322,18 +366,23 @@ impl PartyNode {
                 (Machine::Sign(m), out, index_of)
             }
         };
-        let party_of: HashMap<u16, String> = index_of.iter().map(|(p, i)| (*i, p.clone())).collect();
+        let party_of: HashMap<u16, String> =
+            index_of.iter().map(|(p, i)| (*i, p.clone())).collect();
 
         let mut sec = self.client.secure_session(&sid)?;
         self.client.ready(&sid).await?;
         let mut traffic = Traffic::default();
-        self.send_all(&mut sec, &party_of, first, &mut traffic).await?;
+        self.send_all(&mut sec, &party_of, first, &mut traffic)
+            .await?;
         let mut received = Vec::new();
         let finished = loop {
             let opened = match sec.recv_opened().await {
                 Ok(o) => o,
                 Err(ClientError::Rejected(r)) => {
-                    let reason = format!("round {} {}: {} from {}", r.round, r.message_type, r.reason, r.culprit);
+                    let reason = format!(
+                        "round {} {}: {} from {}",
+                        r.round, r.message_type, r.reason, r.culprit
+                    );
                     return self.fail(&sid, reason, Some(r.culprit.clone())).await;
                 }
                 Err(e) if e.code() == Some(tonic_code_failed_precondition()) => {
@@ -359,7 +408,9 @@ impl PartyNode {
                 Ok(s) => s,
                 Err(e) => {
                     let culprit = e.culprit().and_then(|i| party_of.get(&i).cloned());
-                    return self.fail(&sid, format!("round {round}: {e}"), culprit).await;
+                    return self
+                        .fail(&sid, format!("round {round}: {e}"), culprit)
+                        .await;
                 }
             };
             if let Machine::Sign(s) = &machine {
@@ -371,9 +422,13 @@ impl PartyNode {
                 }
             }
             match step {
-                Step::Continue(out) => self.send_all(&mut sec, &party_of, out, &mut traffic).await?,
+                Step::Continue(out) => {
+                    self.send_all(&mut sec, &party_of, out, &mut traffic)
+                        .await?
+                }
                 Step::Done { output, outgoing } => {
-                    self.send_all(&mut sec, &party_of, outgoing, &mut traffic).await?;
+                    self.send_all(&mut sec, &party_of, outgoing, &mut traffic)
+                        .await?;
                     break output;
                 }
             }
@@ -384,18 +439,26 @@ impl PartyNode {
                 let gpk = share
                     .group_public_key()
                     .map_err(|e| RunError::KeyStore(e.to_string()))?;
-                let bytes = share.to_bytes().map_err(|e| RunError::KeyStore(e.to_string()))?;
+                let bytes = share
+                    .to_bytes()
+                    .map_err(|e| RunError::KeyStore(e.to_string()))?;
                 self.put(&format!("share/{}", hex_of(&gpk)), &bytes)?;
                 self.remove(&format!("seed/{sid}"))?;
                 self.client.report_completion(&sid, &gpk, &[]).await?;
-                Outcome::Keygen { group_public_key: gpk }
+                Outcome::Keygen {
+                    group_public_key: gpk,
+                }
             }
             Finished::Signed(signature) => {
                 let gpk = match &descriptor.purpose {
-                    Purpose::Sign { group_public_key, .. } => group_public_key.clone(),
+                    Purpose::Sign {
+                        group_public_key, ..
+                    } => group_public_key.clone(),
                     Purpose::Keygen { .. } => Vec::new(),
                 };
-                self.client.report_completion(&sid, &gpk, &signature).await?;
+                self.client
+                    .report_completion(&sid, &gpk, &signature)
+                    .await?;
                 self.remove(&format!("signed/{sid}"))?;
                 Outcome::Signed { signature }
             }
@@ -470,7 +533,13 @@ impl Coordinator {
     }
 
     /// Creates a `t`-of-`parties.len()` key on `curve` and waits for it.
-    pub async fn keygen(&self, parties: &[String], t: u16, curve: Curve, timeout: Duration) -> Result<KeygenResult, RunError> {
+    pub async fn keygen(
+        &self,
+        parties: &[String],
+        t: u16,
+        curve: Curve,
+        timeout: Duration,
+    ) -> Result<KeygenResult, RunError> {
         let n = u16::try_from(parties.len()).map_err(|_| RunError::Failed {
             session: String::new(),
             reason: "too many parties".into(),
@@ -506,7 +575,10 @@ impl Coordinator {
     }
 
     /// Finds the completed keygen that made `group_public_key`: its parties by index, t, curve.
-    pub async fn key_info(&self, group_public_key: &[u8]) -> Result<(Vec<(String, u16)>, u16, Curve), RunError> {
+    pub async fn key_info(
+        &self,
+        group_public_key: &[u8],
+    ) -> Result<(Vec<(String, u16)>, u16, Curve), RunError> {
         let sessions = self.client.list_sessions(Some("completed"), 10_000).await?;
         let not_found = || RunError::Failed {
             session: String::new(),
@@ -524,7 +596,12 @@ impl Coordinator {
         let parties = s
             .participants
             .iter()
-            .map(|p| (p.party_id.clone(), u16::try_from(p.party_index).unwrap_or(0)))
+            .map(|p| {
+                (
+                    p.party_id.clone(),
+                    u16::try_from(p.party_index).unwrap_or(0),
+                )
+            })
             .collect();
         Ok((parties, u16::try_from(s.threshold_t).unwrap_or(0), curve))
     }
@@ -544,11 +621,15 @@ impl Coordinator {
             Some(names) => {
                 let mut out = Vec::new();
                 for n in names {
-                    let h = holders.iter().find(|(p, _)| *p == n).cloned().ok_or_else(|| RunError::Failed {
-                        session: String::new(),
-                        reason: format!("{n} holds no share of this key"),
-                        culprit: None,
-                    })?;
+                    let h = holders
+                        .iter()
+                        .find(|(p, _)| *p == n)
+                        .cloned()
+                        .ok_or_else(|| RunError::Failed {
+                            session: String::new(),
+                            reason: format!("{n} holds no share of this key"),
+                            culprit: None,
+                        })?;
                     out.push(h);
                 }
                 out
@@ -617,7 +698,11 @@ impl Coordinator {
     }
 
     /// Polls the session until it closes; a failure comes back with its reason and culprit.
-    pub async fn wait(&self, session_id: &str, timeout: Duration) -> Result<cohort_client::SessionSummary, RunError> {
+    pub async fn wait(
+        &self,
+        session_id: &str,
+        timeout: Duration,
+    ) -> Result<cohort_client::SessionSummary, RunError> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(2);
         loop {
@@ -642,7 +727,10 @@ impl Coordinator {
             if start.elapsed() > timeout {
                 return Err(RunError::Failed {
                     session: session_id.to_string(),
-                    reason: format!("not finished after {timeout:?}; waiting for {}", s.waiting_for.join(", ")),
+                    reason: format!(
+                        "not finished after {timeout:?}; waiting for {}",
+                        s.waiting_for.join(", ")
+                    ),
                     culprit: None,
                 });
             }

@@ -90,6 +90,7 @@ fn party_infos(s: &Session) -> Vec<PartyInfo> {
 async fn pump<T, F, Fut>(
     relay: Arc<Relay>,
     addr: MailboxAddr,
+    mut sub: crate::wake::Subscription,
     tx: mpsc::Sender<Result<T, Status>>,
     encode: impl Fn(&Delivery) -> Option<T>,
     on_batch: F,
@@ -98,7 +99,6 @@ async fn pump<T, F, Fut>(
     F: Fn(Arc<Relay>, MailboxAddr, Vec<Delivery>) -> Fut,
     Fut: std::future::Future<Output = cohort_core::Result<()>>,
 {
-    let mut sub = relay.subscribe(&addr);
     let mut stop = relay.shutdown_signal();
     let mut cursor = 0u64;
     loop {
@@ -188,9 +188,12 @@ impl MessageRouter for RouterService {
             .map_err(status)?;
         let (tx, rx) = mpsc::channel(BATCH);
         let relay = self.relay.clone();
+        // Subscribed before the handler returns, so the stream counts as live at once.
+        let sub = relay.subscribe(&addr);
         tokio::spawn(pump(
             relay,
             addr,
+            sub,
             tx,
             |d| Some(to_wire(d)),
             |relay, addr, batch| async move {
@@ -353,9 +356,11 @@ impl MessageRouter for RouterService {
             let ev = decode(d)?;
             (f.is_empty() || f.contains(&ev.event_type)).then(|| event_to_wire(ev))
         };
+        let sub = self.relay.subscribe(&addr);
         tokio::spawn(pump(
             self.relay.clone(),
             addr,
+            sub,
             tx,
             encode,
             move |relay, _addr, batch| {
