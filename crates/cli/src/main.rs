@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The relay allocates a little per message on many threads; mimalloc spends less CPU on
+// that than glibc's allocator (malloc was ~12% of relay CPU in the route profile).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod serve;
 mod threshold;

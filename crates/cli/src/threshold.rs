@@ -213,7 +213,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Logs a party in, registers it, publishes its encryption key and opens its key store
-/// (creating it with the passphrase "demo" in the demo).
+/// (a fresh one, for the demo and the benchmarks).
 async fn connect_party(
     url: &str,
     name: &str,

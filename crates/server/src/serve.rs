@@ -149,6 +149,8 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let s = Services::new(relay.clone());
     let mut stop = relay.shutdown_signal();
     let grpc = tonic::transport::Server::builder()
+        // Without TCP_NODELAY, Nagle and delayed ACKs add tens of ms to small messages.
+        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(MessageRouterServer::new(s.router).max_decoding_message_size(max))
         .add_service(AuthServer::new(s.auth))

@@ -179,14 +179,29 @@ impl PartyNode {
     fn spawn_session(&self, sid: String, token: String) {
         let me = self.clone();
         tokio::spawn(async move {
-            match me.run_session(&sid, &token).await {
-                Ok((Outcome::Keygen { group_public_key }, _)) => {
-                    tracing::info!(session = %sid, group_public_key = %hex_of(&group_public_key), "keygen completed")
+            let mut delay = Duration::from_millis(50);
+            loop {
+                match me.run_session(&sid, &token).await {
+                    Ok((Outcome::Keygen { group_public_key }, _)) => {
+                        tracing::info!(session = %sid, group_public_key = %hex_of(&group_public_key), "keygen completed")
+                    }
+                    Ok((Outcome::Signed { signature }, _)) => {
+                        tracing::info!(session = %sid, signature = %hex_of(&signature), "signed")
+                    }
+                    // A call failed as the relay restarted or the connection dropped. Run
+                    // again, as a restarted party would: nothing was acknowledged, and what
+                    // this party sends comes out the same (persisted seed and nonce).
+                    Err(RunError::Relay(e)) if relay_hiccup(&e) => {
+                        tracing::info!(session = %sid, error = %e, "relay call failed mid-session; running the session again");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %sid, error = %e, "session did not complete")
+                    }
                 }
-                Ok((Outcome::Signed { signature }, _)) => {
-                    tracing::info!(session = %sid, signature = %hex_of(&signature), "signed")
-                }
-                Err(e) => tracing::warn!(session = %sid, error = %e, "session did not complete"),
+                return;
             }
         });
     }
@@ -205,12 +220,23 @@ impl PartyNode {
         {
             tracing::warn!(session = %sid, error = %e, "could not report the failure");
         }
-        let _ = self.remove(&format!("session/{sid}"));
+        self.forget(sid);
         Err(RunError::Failed {
             session: sid.to_string(),
             reason,
             culprit,
         })
+    }
+
+    /// Drops what this party kept for session `sid` once it is over: the join token (so a
+    /// restart does not resume it) and the secrets no later run can use (DKG seed, unused
+    /// nonce, "signed" marker).
+    fn forget(&self, sid: &str) {
+        for kind in ["session", "seed", "nonce", "signed"] {
+            if let Err(e) = self.remove(&format!("{kind}/{sid}")) {
+                tracing::warn!(session = %sid, error = %e, "could not forget {kind}/{sid}");
+            }
+        }
     }
 
     async fn send_all(
@@ -239,6 +265,22 @@ impl PartyNode {
 
     /// Joins session `session_id` with `join_token` and runs it to the end.
     pub async fn run_session(
+        &self,
+        session_id: &str,
+        join_token: &str,
+    ) -> Result<(Outcome, Traffic), RunError> {
+        match self.run(session_id, join_token).await {
+            // FAILED_PRECONDITION from a party's call means the session is closed (failed or
+            // expired, perhaps while this party was down): nothing of it can be resumed.
+            Err(RunError::Relay(e)) if e.code() == Some(tonic_code_failed_precondition()) => {
+                self.forget(session_id);
+                Err(closed_elsewhere(session_id, &e))
+            }
+            other => other,
+        }
+    }
+
+    async fn run(
         &self,
         session_id: &str,
         join_token: &str,
@@ -386,7 +428,7 @@ impl PartyNode {
                     return self.fail(&sid, reason, Some(r.culprit.clone())).await;
                 }
                 Err(e) if e.code() == Some(tonic_code_failed_precondition()) => {
-                    let _ = self.remove(&format!("session/{sid}"));
+                    self.forget(&sid);
                     return Err(closed_elsewhere(&sid, &e));
                 }
                 Err(e) => return Err(e.into()),
@@ -475,6 +517,23 @@ impl PartyNode {
 
 fn tonic_code_failed_precondition() -> tonic::Code {
     tonic::Code::FailedPrecondition
+}
+
+/// An error a relay restart or a dropped connection causes (a call in flight when the relay
+/// went away can fail INTERNAL "h2 protocol error", not only UNAVAILABLE).
+fn relay_hiccup(e: &ClientError) -> bool {
+    use tonic::Code;
+    matches!(
+        e.code(),
+        Some(
+            Code::Unavailable
+                | Code::Unknown
+                | Code::Internal
+                | Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::Aborted
+        )
+    )
 }
 
 /// The session was closed by someone else (another party reported a failure, it expired).

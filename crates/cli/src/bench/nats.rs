@@ -21,7 +21,7 @@ use tokio_stream::StreamExt;
 
 use super::probe::Probe;
 use super::relay_proc::proc_usage;
-use super::route::{progress, tick_progress, Outcome, Shape};
+use super::route::{cpu_between, own_usage, progress, tick_progress, Outcome, Shape};
 
 const STREAM: &str = "COHORT_BENCH";
 
@@ -205,6 +205,7 @@ async fn drive_on(server: &Server, shape: &Shape, sync: SyncInterval) -> Result<
     let setup_s = setup.elapsed().as_secs_f64();
 
     let before = proc_usage(server.pid);
+    let client_before = own_usage();
     let probe = Arc::new(Probe::new());
     let pb = progress(shape, &format!("nats {}", sync.setting()));
     let ticker = tick_progress(pb.clone(), probe.clone());
@@ -222,6 +223,7 @@ async fn drive_on(server: &Server, shape: &Shape, sync: SyncInterval) -> Result<
     }
     let waited = probe.wait_for_acks(sent, Duration::from_secs(60)).await;
     let after = proc_usage(server.pid);
+    let client_after = own_usage();
     ticker.abort();
     pb.finish_and_clear();
     receivers.abort_all();
@@ -233,11 +235,9 @@ async fn drive_on(server: &Server, shape: &Shape, sync: SyncInterval) -> Result<
         seconds,
         latency: probe.latency(),
         throughput: probe.throughput_over_time(),
-        server_cpu_s: match (before, after) {
-            (Some(b), Some(a)) => Some(a.cpu_s - b.cpu_s),
-            _ => None,
-        },
+        server_cpu_s: cpu_between(before, after),
         server_peak_rss: after.map(|a| a.peak_rss_bytes),
+        client_cpu_s: cpu_between(client_before, client_after),
         setup_s,
     })
 }

@@ -235,7 +235,7 @@ pub fn plot(path: &Path, title: &str, series: &[Series<'_>]) -> Result<(), Strin
         .draw()
         .map_err(|e| err(&e))?;
     for (i, (s, pts)) in series.iter().zip(&hist_points).enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = color(i);
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
             .map_err(|e| err(&e))?
@@ -267,7 +267,7 @@ pub fn plot(path: &Path, title: &str, series: &[Series<'_>]) -> Result<(), Strin
         .draw()
         .map_err(|e| err(&e))?;
     for (i, s) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = color(i);
         chart
             .draw_series(LineSeries::new(
                 s.throughput.iter().copied(),
@@ -287,4 +287,18 @@ pub fn plot(path: &Path, title: &str, series: &[Series<'_>]) -> Result<(), Strin
     root.present().map_err(|e| err(&e))?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Distinct, readable line colours (the usual categorical palette).
+fn color(i: usize) -> plotters::style::RGBAColor {
+    use plotters::style::{Color, RGBColor};
+    const COLORS: [RGBColor; 6] = [
+        RGBColor(214, 39, 40),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+        RGBColor(0, 0, 0),
+    ];
+    COLORS[i % COLORS.len()].to_rgba()
 }

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::nats;
 use super::probe::{Probe, MIN_PAYLOAD};
-use super::relay_proc::Target;
+use super::relay_proc::{proc_usage, ProcUsage, Target};
 use super::report::{self, Latency, Series, Table};
 use super::wire_client::{self, failed, Credential};
 use super::{Durability, OutputOpts, RelayOpts};
@@ -174,6 +174,9 @@ pub struct Outcome {
     pub server_cpu_s: Option<f64>,
     /// Server peak RSS (VmHWM) at the end of the run.
     pub server_peak_rss: Option<u64>,
+    /// CPU seconds of this process (the load generator) during the measured phase: on a
+    /// small machine it competes with the server for the same cores.
+    pub client_cpu_s: Option<f64>,
     /// Setting up parties, sessions and streams, before the measured phase.
     pub setup_s: f64,
 }
@@ -207,6 +210,7 @@ impl Outcome {
             "server_cpu_s": self.server_cpu_s.map(round3),
             "server_cpu_s_per_100k": self.cpu_per_100k().map(round3),
             "server_peak_rss_bytes": self.server_peak_rss,
+            "client_cpu_s": self.client_cpu_s.map(round3),
             "setup_s": round3(self.setup_s),
         })
     }
@@ -227,6 +231,10 @@ impl Outcome {
                 .unwrap_or_else(|| "n/a".into()),
             self.server_peak_rss
                 .map(report::mib)
+                .unwrap_or_else(|| "n/a".into()),
+            self.client_cpu_s
+                .filter(|_| self.messages > 0)
+                .map(|c| format!("{:.2} s", c * 100_000.0 / self.messages as f64))
                 .unwrap_or_else(|| "n/a".into()),
         ]
     }
@@ -294,6 +302,7 @@ pub async fn run(a: RouteArgs) -> Result<(), String> {
             "max",
             "srv CPU/100k",
             "srv peak RSS",
+            "bench CPU/100k",
         ],
     );
     for o in &outcomes {
@@ -307,7 +316,7 @@ pub async fn run(a: RouteArgs) -> Result<(), String> {
         );
         for r in &ratios {
             println!(
-                "  {:<22} vs {:<26} throughput {:>6.2}x   p99 {:>6.2}x   CPU/100k {}",
+                "  {} vs {}: throughput {:.2}x, p99 {:.2}x, server CPU per message {}",
                 r["cohort"].as_str().unwrap_or_default(),
                 r["nats"].as_str().unwrap_or_default(),
                 r["throughput"].as_f64().unwrap_or(0.0),
@@ -469,6 +478,7 @@ pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, Str
     let setup_s = setup.elapsed().as_secs_f64();
 
     let before = target.usage();
+    let client_before = own_usage();
     let probe = Arc::new(Probe::new());
     let pb = progress(shape, &format!("cohort {setting}"));
     let ticker = tick_progress(pb.clone(), probe.clone());
@@ -504,6 +514,7 @@ pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, Str
     }
     let waited = probe.wait_for_acks(sent, DRAIN_TIMEOUT).await;
     let after = target.usage();
+    let client_after = own_usage();
     ticker.abort();
     pb.finish_and_clear();
     receiver_tasks.abort_all();
@@ -518,13 +529,21 @@ pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, Str
         seconds,
         latency: probe.latency(),
         throughput: probe.throughput_over_time(),
-        server_cpu_s: match (before, after) {
-            (Some(b), Some(a)) => Some(a.cpu_s - b.cpu_s),
-            _ => None,
-        },
+        server_cpu_s: cpu_between(before, after),
         server_peak_rss: after.map(|a| a.peak_rss_bytes),
+        client_cpu_s: cpu_between(client_before, client_after),
         setup_s,
     })
+}
+
+/// CPU time and memory of this process (the load generator).
+pub fn own_usage() -> Option<ProcUsage> {
+    proc_usage(std::process::id())
+}
+
+/// CPU seconds spent between two readings.
+pub fn cpu_between(before: Option<ProcUsage>, after: Option<ProcUsage>) -> Option<f64> {
+    Some(after?.cpu_s - before?.cpu_s)
 }
 
 /// One sender: RouteMessage to the receivers round-robin, `inflight` calls at a time.

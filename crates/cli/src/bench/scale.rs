@@ -488,7 +488,8 @@ async fn run_subscribers(target: &Target, a: &ScaleArgs) -> Result<Subscribers, 
     })
 }
 
-/// A subscribed party: records latency and acknowledges each message before the next.
+/// A subscribed party: records latency and acknowledges each message (acks run
+/// concurrently, so a party with a burst of messages is not limited by its own round trips).
 async fn receive_one(
     probe: Arc<Probe>,
     channel: Channel,
@@ -496,7 +497,7 @@ async fn receive_one(
     session_id: String,
     mut stream: tonic::Streaming<MpcMessage>,
 ) {
-    let mut router = MessageRouterClient::new(channel);
+    let router = MessageRouterClient::new(channel);
     loop {
         let m = match stream.message().await {
             Ok(Some(m)) => m,
@@ -516,22 +517,21 @@ async fn receive_one(
             }
         };
         probe.received(&m.payload);
-        let ack = router
-            .acknowledge_message(cred.request(AcknowledgeMessageRequest {
-                message_id: m.message_id,
-                party_id: cred.party_id.clone(),
-                session_id: session_id.clone(),
-                success: true,
-                error_message: String::new(),
-            }))
-            .await;
-        match ack {
-            Ok(_) => probe.acked(),
-            Err(s) => {
-                probe.fail(failed("AcknowledgeMessage", &s));
-                return;
+        let req = cred.request(AcknowledgeMessageRequest {
+            message_id: m.message_id,
+            party_id: cred.party_id.clone(),
+            session_id: session_id.clone(),
+            success: true,
+            error_message: String::new(),
+        });
+        let mut router = router.clone();
+        let probe = probe.clone();
+        tokio::spawn(async move {
+            match router.acknowledge_message(req).await {
+                Ok(_) => probe.acked(),
+                Err(s) => probe.fail(failed("AcknowledgeMessage", &s)),
             }
-        }
+        });
     }
 }
 

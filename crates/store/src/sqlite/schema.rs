@@ -97,9 +97,14 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, Error> {
     Ok(conn)
 }
 
+/// How much of the file readers and the writer map into memory.
+const MMAP_SIZE_BYTES: i64 = 256 * 1024 * 1024;
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "cache_size", -CACHE_SIZE_KIB)?;
+    // Reads through a memory map skip a read() and a copy per page.
+    conn.pragma_update(None, "mmap_size", MMAP_SIZE_BYTES)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(())
 }
