@@ -20,14 +20,27 @@ fn run_demo(args: &[&str]) -> String {
 #[test]
 fn demo_signs_and_verifies_on_ed25519() {
     let out = run_demo(&["--parties", "3", "--threshold", "2"]);
-    assert!(out.contains("verification       VALID (ed25519-dalek"), "{out}");
+    assert!(
+        out.contains("verification       VALID (ed25519-dalek"),
+        "{out}"
+    );
     assert!(out.contains("group public key"), "{out}");
 }
 
 #[test]
 fn demo_signs_and_verifies_on_secp256k1_taproot() {
-    let out = run_demo(&["--parties", "3", "--threshold", "2", "--curve", "secp256k1-tr"]);
-    assert!(out.contains("verification       VALID (k256 BIP-340"), "{out}");
+    let out = run_demo(&[
+        "--parties",
+        "3",
+        "--threshold",
+        "2",
+        "--curve",
+        "secp256k1-tr",
+    ]);
+    assert!(
+        out.contains("verification       VALID (k256 BIP-340"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -143,6 +143,23 @@ pub(crate) fn is_transient(e: &ClientError) -> bool {
     )
 }
 
+/// Whether a unary call may be tried again: the relay is unavailable, or the connection
+/// broke under the call (a relay shutting down resets its HTTP/2 connections, which tonic
+/// reports as INTERNAL/UNKNOWN "h2 protocol error" or "transport error"). Errors the relay
+/// itself answered with are never retried.
+fn retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Internal | Code::Unknown | Code::Cancelled => {
+            let m = status.message();
+            m.contains("h2 protocol error")
+                || m.contains("transport error")
+                || m.contains("connection")
+        }
+        _ => false,
+    }
+}
+
 fn normalize_url(url: &str) -> Result<String, ClientError> {
     let url = url.trim();
     let full = if url.contains("://") {
@@ -390,7 +407,7 @@ impl Client {
                     options.request_timeout
                 )),
             };
-            if status.code() == Code::Unavailable && attempts < options.call_attempts.max(1) {
+            if retryable(&status) && attempts < options.call_attempts.max(1) {
                 tracing::debug!(rpc, relay = %self.inner.url, attempt = attempts, error = %status.message(), "relay unavailable; retrying");
                 backoff.wait().await;
                 continue;

@@ -71,6 +71,13 @@ impl Stream for SessionEvents {
 }
 
 impl Client {
+    /// Acknowledges a session event once it is handled (for `session_created`: once the join
+    /// token is stored). Until then the relay keeps the event and sends it again on the next
+    /// subscription, so a party that stops while an event is on the way still gets it.
+    pub async fn ack_event(&self, event: &SessionEvent) -> Result<(), ClientError> {
+        self.ack(&event.session_id, &event.event_id).await
+    }
+
     /// Subscribes to this party's session events of `event_types` (empty: all types).
     pub fn session_events(&self, event_types: &[&str]) -> SessionEvents {
         let types: Vec<String> = event_types.iter().map(|s| s.to_string()).collect();

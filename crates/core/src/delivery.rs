@@ -78,7 +78,12 @@ pub fn acknowledge(
     let (addr, seq) = find_entry(&message, party_id).ok_or_else(|| {
         Error::denied(format!("message {message_id} was not sent to {party_id:?}"))
     })?;
-    mailbox::settle(tx, &addr, seq, ok, error_message, now)
+    let status = mailbox::settle(tx, &addr, seq, ok, error_message, now)?;
+    if addr == MailboxAddr::events(party_id) {
+        // A session event has no audience but its recipient: once settled, it is gone.
+        mailbox::remove_message(tx, &message.id)?;
+    }
+    Ok(status)
 }
 
 /// One recipient's delivery record, as GetMessageStatus reports it.

@@ -272,6 +272,10 @@ pub fn deliver_event(
                 .cloned()
                 .collect(),
         };
+        // Each recipient's copy is its own stored message, and its id is the event id the
+        // recipient sees: acknowledging that id (AcknowledgeMessage) consumes the copy.
+        let id = mailbox::new_message_id(now);
+        ev.event_id = mailbox::message_id_string(&id);
         let addr = MailboxAddr::events(r);
         let expires_at = if event.expires_at > 0 {
             event.expires_at
@@ -291,7 +295,7 @@ pub fn deliver_event(
             tx,
             out,
             std::slice::from_ref(&addr),
-            mailbox::new_message_id(now),
+            id,
             now,
             limits.max_mailbox_depth,
         )?;

@@ -892,6 +892,8 @@ async fn publish_session_event_counts_live_event_streams() {
         threshold_t: 2,
         selected_parties: vec!["alice".into(), "bob".into(), "carol".into()],
         join_tokens: s.join_tokens.clone(),
+        // Tells the two hints apart: event ids are assigned per recipient copy.
+        message_hash: id.as_bytes().to_vec(),
         ..Default::default()
     };
     let r = coord
@@ -909,7 +911,9 @@ async fn publish_session_event_counts_live_event_streams() {
     );
 
     let got = next_event(&mut ev_a, "round_hint", &sid).await;
-    assert_eq!(got.event_id, "hint-1");
+    // Each recipient's copy gets its own id (the one it acknowledges), not the publisher's.
+    assert_ne!(got.event_id, "hint-1");
+    assert!(uuid_like(&got.event_id), "{}", got.event_id);
     assert_eq!(
         got.join_tokens.len(),
         1,
@@ -917,11 +921,13 @@ async fn publish_session_event_counts_live_event_streams() {
     );
     assert_eq!(got.join_tokens.get("alice"), s.join_tokens.get("alice"));
     // Bob's filter lets round_hint through; participant_joined would not have been.
-    assert_eq!(next(&mut ev_b).await.event_id, "hint-1");
+    let got_b = next(&mut ev_b).await;
+    assert_eq!(got_b.event_type, "round_hint");
+    assert_ne!(got_b.event_id, got.event_id);
 
     // Carol connects late: she gets what was waiting, then counts as live.
     let mut ev_c = subscribe_events(&c, &["round_hint"]).await;
-    assert_eq!(next(&mut ev_c).await.event_id, "hint-1");
+    assert_eq!(next(&mut ev_c).await.message_hash, b"hint-1");
     let r = coord
         .router()
         .publish_session_event(PublishSessionEventRequest {
@@ -931,7 +937,7 @@ async fn publish_session_event_counts_live_event_streams() {
         .expect("PublishSessionEvent")
         .into_inner();
     assert_eq!(r.subscriber_count, 3);
-    assert_eq!(next(&mut ev_c).await.event_id, "hint-2");
+    assert_eq!(next(&mut ev_c).await.message_hash, b"hint-2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1227,4 +1233,8 @@ async fn health_says_serving_and_reflection_lists_the_services() {
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }

@@ -59,8 +59,8 @@ pub struct Traffic {
 }
 
 enum Machine {
-    Dkg(AnyDkg),
-    Sign(AnySign),
+    Dkg(Box<AnyDkg>),
+    Sign(Box<AnySign>),
 }
 
 enum Finished {
@@ -95,6 +95,9 @@ pub struct PartyNode {
     client: Client,
     keys: Arc<Mutex<KeyStore>>,
     trusted: Arc<Vec<[u8; 32]>>,
+    /// Sessions with a run in progress here, so a resumed session and its redelivered
+    /// event never run twice at once.
+    active: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 fn hex_of(b: &[u8]) -> String {
@@ -107,6 +110,7 @@ impl PartyNode {
             client,
             keys: Arc::new(Mutex::new(keys)),
             trusted: Arc::new(trusted_coordinators),
+            active: Arc::default(),
         }
     }
 
@@ -170,15 +174,30 @@ impl PartyNode {
                 ev = events.next_event() => ev?,
                 _ = stop.wait_for(|s| *s) => return Ok(()),
             };
-            if let Some(token) = ev.join_token {
-                self.spawn_session(ev.session_id, token);
+            if let Some(token) = &ev.join_token {
+                // Store the token before acknowledging the event: from then on a restart
+                // resumes the session from the key store, not from the event.
+                self.put(&format!("session/{}", ev.session_id), token.as_bytes())?;
+                if let Err(e) = self.client.ack_event(&ev).await {
+                    tracing::warn!(session = %ev.session_id, error = %e, "could not acknowledge the event");
+                }
+                self.spawn_session(ev.session_id.clone(), token.clone());
             }
         }
     }
 
     fn spawn_session(&self, sid: String, token: String) {
+        if !self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sid.clone())
+        {
+            return;
+        }
         let me = self.clone();
         tokio::spawn(async move {
+            let _running = ActiveGuard(me.active.clone(), sid.clone());
             let mut delay = Duration::from_millis(50);
             loop {
                 match me.run_session(&sid, &token).await {
@@ -341,7 +360,7 @@ impl PartyNode {
                         }
                     };
                 let index_of: HashMap<String, u16> = parties.into_iter().collect();
-                (Machine::Dkg(m), out, index_of)
+                (Machine::Dkg(Box::new(m)), out, index_of)
             }
             Purpose::Sign {
                 curve,
@@ -405,7 +424,7 @@ impl PartyNode {
                     self.put(&nonce_name, &n)?;
                 }
                 let index_of: HashMap<String, u16> = signers.iter().cloned().collect();
-                (Machine::Sign(m), out, index_of)
+                (Machine::Sign(Box::new(m)), out, index_of)
             }
         };
         let party_of: HashMap<u16, String> =
@@ -512,6 +531,18 @@ impl PartyNode {
         }
         self.remove(&format!("session/{sid}"))?;
         Ok((outcome, traffic))
+    }
+}
+
+/// Takes a session off the active set when its run ends, however it ends.
+struct ActiveGuard(Arc<Mutex<std::collections::HashSet<String>>>, String);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
     }
 }
 

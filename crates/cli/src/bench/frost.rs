@@ -261,7 +261,8 @@ pub async fn keygen(a: KeygenArgs) -> Result<(), String> {
         let mut events = node.client().session_events(&["session_created"]);
         runs.push(tokio::spawn(async move {
             let ev = events.next_event().await.map_err(|e| e.to_string())?;
-            let token = ev.join_token.ok_or("session_created without a join token")?;
+            let token = ev.join_token.clone().ok_or("session_created without a join token")?;
+            node.client().ack_event(&ev).await.map_err(|e| e.to_string())?;
             node.run_session(&ev.session_id, &token).await.map_err(|e| e.to_string())
         }));
     }

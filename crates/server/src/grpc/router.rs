@@ -363,20 +363,27 @@ impl MessageRouter for RouterService {
             sub,
             tx,
             encode,
-            move |relay, _addr, batch| {
-                // Events have no ack: the ones pushed are consumed. Those this stream's filter
-                // skipped stay for a subscriber that wants them, until their session expires.
+            move |relay, addr, batch| {
+                // Events stay until the party acknowledges them (AcknowledgeMessage with the
+                // event id), so one lost on the way is sent again on the next subscription.
+                // Those this stream's filter skipped stay for a subscriber that wants them;
+                // any event past its session's expiry is dropped.
                 let now = now_ms();
-                let done: Vec<_> = batch
-                    .iter()
-                    .filter(|d| {
-                        let wanted = decode(d)
-                            .is_none_or(|ev| filter.is_empty() || filter.contains(&ev.event_type));
-                        wanted || d.message.expires_at < now
-                    })
-                    .map(|d| d.message.id)
-                    .collect();
-                async move { relay.consume(done).await }
+                let mut shown = Vec::new();
+                let mut expired = Vec::new();
+                for d in &batch {
+                    let wanted = decode(d)
+                        .is_none_or(|ev| filter.is_empty() || filter.contains(&ev.event_type));
+                    if d.message.expires_at < now {
+                        expired.push(d.message.id);
+                    } else if wanted {
+                        shown.push(d.seq);
+                    }
+                }
+                async move {
+                    relay.mark_delivered(addr, shown).await?;
+                    relay.consume(expired).await
+                }
             },
             None,
         ));

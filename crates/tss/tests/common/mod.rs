@@ -353,8 +353,10 @@ impl Party {
             let mut events = node.client().session_events(&[event_type::SESSION_CREATED]);
             loop {
                 let event = events.next_event().await?;
-                if let Some(token) = event.join_token {
-                    return node.run_session(&event.session_id, &token).await;
+                if let Some(token) = &event.join_token {
+                    // Acknowledged, as `serve` does, so a later subscription does not get it again.
+                    node.client().ack_event(&event).await?;
+                    return node.run_session(&event.session_id, token).await;
                 }
             }
         })
