@@ -1238,3 +1238,38 @@ async fn health_says_serving_and_reflection_lists_the_services() {
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_events_come_back_on_the_next_subscription_and_acknowledged_ones_do_not() {
+    let relay = Relay::start().await;
+    let coord = relay.coordinator().await;
+    let a = relay.party("alice").await;
+    let b = relay.party("bob").await;
+    let first = create_session(&coord, &[&a, &b]).await;
+    let second = create_session(&coord, &[&a, &b]).await;
+
+    let mut ev = subscribe_events(&a, &["session_created"]).await;
+    let e1 = next_event(&mut ev, "session_created", &first.session_id).await;
+    let e2 = next_event(&mut ev, "session_created", &second.session_id).await;
+    drop(ev);
+    // Only the first is acknowledged: the second was lost on the way, as far as the relay knows.
+    assert_eq!(ack(&a, &first.session_id, &e1.event_id).await, "acknowledged");
+
+    let mut again = subscribe_events(&a, &["session_created"]).await;
+    let replay = next(&mut again).await;
+    assert_eq!(replay.session_id, second.session_id);
+    assert_eq!(replay.event_id, e2.event_id, "the same copy, so clients drop duplicates");
+    assert_eq!(replay.join_tokens.get("alice"), second.join_tokens.get("alice"));
+    // The acknowledged one is gone: acknowledging it again finds nothing.
+    let gone = a
+        .router()
+        .acknowledge_message(AcknowledgeMessageRequest {
+            message_id: e1.event_id.clone(),
+            party_id: "alice".into(),
+            session_id: first.session_id.clone(),
+            success: true,
+            error_message: String::new(),
+        })
+        .await;
+    assert_refused(gone, tonic::Code::NotFound, "not found");
+}

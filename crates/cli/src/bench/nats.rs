@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 
 use super::probe::Probe;
-use super::relay_proc::proc_usage;
+use super::relay_proc::{machine_busy_s, proc_usage};
 use super::route::{cpu_between, own_usage, progress, tick_progress, Outcome, Shape};
 
 const STREAM: &str = "COHORT_BENCH";
@@ -206,6 +206,7 @@ async fn drive_on(server: &Server, shape: &Shape, sync: SyncInterval) -> Result<
 
     let before = proc_usage(server.pid);
     let client_before = own_usage();
+    let machine_before = machine_busy_s();
     let probe = Arc::new(Probe::new());
     let pb = progress(shape, &format!("nats {}", sync.setting()));
     let ticker = tick_progress(pb.clone(), probe.clone());
@@ -224,6 +225,7 @@ async fn drive_on(server: &Server, shape: &Shape, sync: SyncInterval) -> Result<
     let waited = probe.wait_for_acks(sent, Duration::from_secs(60)).await;
     let after = proc_usage(server.pid);
     let client_after = own_usage();
+    let machine_after = machine_busy_s();
     ticker.abort();
     pb.finish_and_clear();
     receivers.abort_all();
@@ -238,6 +240,7 @@ async fn drive_on(server: &Server, shape: &Shape, sync: SyncInterval) -> Result<
         server_cpu_s: cpu_between(before, after),
         server_peak_rss: after.map(|a| a.peak_rss_bytes),
         client_cpu_s: cpu_between(client_before, client_after),
+        machine_cpu_s: machine_after.zip(machine_before).map(|(a, b)| a - b),
         setup_s,
     })
 }

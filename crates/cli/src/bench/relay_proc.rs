@@ -49,6 +49,21 @@ pub fn proc_usage(pid: u32) -> Option<ProcUsage> {
     })
 }
 
+/// CPU seconds the whole machine has been busy (all cores; not idle, not waiting for I/O),
+/// from `/proc/stat`. The difference over a run, minus the server's and the bench's own,
+/// is what other processes took: on a shared machine that tells whether a run was disturbed.
+pub fn machine_busy_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7)?;
+    Some(busy as f64 / clock_ticks_per_second())
+}
+
 /// `sysconf(_SC_CLK_TCK)` without unsafe code: asks `getconf`, which is 100 on every Linux
 /// this runs on, and falls back to that.
 fn clock_ticks_per_second() -> f64 {

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::nats;
 use super::probe::{Probe, MIN_PAYLOAD};
-use super::relay_proc::{proc_usage, ProcUsage, Target};
+use super::relay_proc::{machine_busy_s, proc_usage, ProcUsage, Target};
 use super::report::{self, Latency, Series, Table};
 use super::wire_client::{self, failed, Credential};
 use super::{Durability, OutputOpts, RelayOpts};
@@ -177,6 +177,8 @@ pub struct Outcome {
     /// CPU seconds of this process (the load generator) during the measured phase: on a
     /// small machine it competes with the server for the same cores.
     pub client_cpu_s: Option<f64>,
+    /// CPU seconds the whole machine was busy during the measured phase.
+    pub machine_cpu_s: Option<f64>,
     /// Setting up parties, sessions and streams, before the measured phase.
     pub setup_s: f64,
 }
@@ -192,6 +194,11 @@ impl Outcome {
         } else {
             0.0
         }
+    }
+
+    /// CPU seconds that neither the server nor the bench used: other processes.
+    pub fn other_cpu_s(&self) -> Option<f64> {
+        Some((self.machine_cpu_s? - self.server_cpu_s? - self.client_cpu_s?).max(0.0))
     }
 
     pub fn cpu_per_100k(&self) -> Option<f64> {
@@ -211,6 +218,8 @@ impl Outcome {
             "server_cpu_s_per_100k": self.cpu_per_100k().map(round3),
             "server_peak_rss_bytes": self.server_peak_rss,
             "client_cpu_s": self.client_cpu_s.map(round3),
+            "machine_cpu_s": self.machine_cpu_s.map(round3),
+            "other_processes_cpu_s": self.other_cpu_s().map(round3),
             "setup_s": round3(self.setup_s),
         })
     }
@@ -235,6 +244,10 @@ impl Outcome {
             self.client_cpu_s
                 .filter(|_| self.messages > 0)
                 .map(|c| format!("{:.2} s", c * 100_000.0 / self.messages as f64))
+                .unwrap_or_else(|| "n/a".into()),
+            self.other_cpu_s()
+                .filter(|_| self.seconds > 0.0)
+                .map(|c| format!("{:.2}", c / self.seconds))
                 .unwrap_or_else(|| "n/a".into()),
         ]
     }
@@ -303,6 +316,7 @@ pub async fn run(a: RouteArgs) -> Result<(), String> {
             "srv CPU/100k",
             "srv peak RSS",
             "bench CPU/100k",
+            "others (cores)",
         ],
     );
     for o in &outcomes {
@@ -326,6 +340,11 @@ pub async fn run(a: RouteArgs) -> Result<(), String> {
                     .map(|c| format!("{c:.2}x"))
                     .unwrap_or_else(|| "n/a".into())
             );
+        }
+    }
+    for o in &outcomes {
+        if let Some(w) = disturbed(o.other_cpu_s(), o.seconds) {
+            notes.push(format!("{}: {w}", o.label()));
         }
     }
     for n in &notes {
@@ -479,6 +498,7 @@ pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, Str
 
     let before = target.usage();
     let client_before = own_usage();
+    let machine_before = machine_busy_s();
     let probe = Arc::new(Probe::new());
     let pb = progress(shape, &format!("cohort {setting}"));
     let ticker = tick_progress(pb.clone(), probe.clone());
@@ -515,6 +535,7 @@ pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, Str
     let waited = probe.wait_for_acks(sent, DRAIN_TIMEOUT).await;
     let after = target.usage();
     let client_after = own_usage();
+    let machine_after = machine_busy_s();
     ticker.abort();
     pb.finish_and_clear();
     receiver_tasks.abort_all();
@@ -532,7 +553,16 @@ pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, Str
         server_cpu_s: cpu_between(before, after),
         server_peak_rss: after.map(|a| a.peak_rss_bytes),
         client_cpu_s: cpu_between(client_before, client_after),
+        machine_cpu_s: machine_after.zip(machine_before).map(|(a, b)| a - b),
         setup_s,
+    })
+}
+
+/// A warning when other processes took more than a tenth of a core during a run.
+pub fn disturbed(other_cpu_s: Option<f64>, seconds: f64) -> Option<String> {
+    let cores = other_cpu_s? / seconds.max(1e-9);
+    (cores > 0.1).then(|| {
+        format!("other processes used {cores:.2} cores during the run; its figures are disturbed, rerun on a quiet machine")
     })
 }
 

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
 use super::probe::{Probe, MIN_PAYLOAD};
-use super::relay_proc::Target;
+use super::relay_proc::{machine_busy_s, Target};
 use super::report::{self, Latency, Series, Table};
 use super::route::{self, round3, Load, Outcome, Shape, SESSION_TTL};
 use super::wire_client::{self, failed, CreatedSession, Credential};
@@ -136,6 +136,18 @@ pub async fn run(a: ScaleArgs) -> Result<(), String> {
         out["depth"] = r.json();
         depth = Some(r);
     }
+    if let Some(s) = &subscribers {
+        if let Some(w) = route::disturbed(s.other_cpu_s, s.seconds) {
+            notes.push(format!("subscribers: {w}"));
+        }
+    }
+    if let Some(d) = &depth {
+        for (name, o) in [("depth, empty", &d.empty), ("depth, deep", &d.deep)] {
+            if let Some(w) = route::disturbed(o.other_cpu_s(), o.seconds) {
+                notes.push(format!("{name}: {w}"));
+            }
+        }
+    }
     for n in &notes {
         println!("note: {n}");
     }
@@ -228,6 +240,8 @@ struct Subscribers {
     rss_idle: Option<u64>,
     peak_rss: Option<u64>,
     cpu_s: Option<f64>,
+    /// CPU seconds other processes (neither relay nor bench) used during the load.
+    other_cpu_s: Option<f64>,
     setup_s: f64,
     subscribe_s: f64,
 }
@@ -258,6 +272,7 @@ impl Subscribers {
             "rss_per_stream_bytes": self.per_stream(self.peak_rss).map(|x| x.round()),
             "idle_rss_per_stream_bytes": self.per_stream(self.rss_idle).map(|x| x.round()),
             "server_cpu_s": self.cpu_s.map(round3),
+            "other_processes_cpu_s": self.other_cpu_s.map(round3),
             "setup_s": round3(self.setup_s),
             "subscribe_s": round3(self.subscribe_s),
         })
@@ -441,6 +456,8 @@ async fn run_subscribers(target: &Target, a: &ScaleArgs) -> Result<Subscribers, 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = target.usage();
 
+    let client_before = route::own_usage();
+    let machine_before = machine_busy_s();
     let probe = Arc::new(Probe::new());
     let mut receivers = JoinSet::new();
     for (channel, cred, session_id, stream) in streams {
@@ -461,6 +478,8 @@ async fn run_subscribers(target: &Target, a: &ScaleArgs) -> Result<Subscribers, 
     let sent = steady_load(&probe, &calls, &creds, &sessions, &groups, a, duration).await;
     let waited = probe.wait_for_acks(sent, Duration::from_secs(60)).await;
     let after = target.usage();
+    let client_after = route::own_usage();
+    let machine_after = machine_busy_s();
     ticker.abort();
     pb.finish_and_clear();
     receivers.abort_all();
@@ -479,10 +498,13 @@ async fn run_subscribers(target: &Target, a: &ScaleArgs) -> Result<Subscribers, 
         rss_before,
         rss_idle: idle.map(|u| u.rss_bytes),
         peak_rss: after.map(|u| u.peak_rss_bytes),
-        cpu_s: match (idle, after) {
-            (Some(b), Some(a)) => Some(a.cpu_s - b.cpu_s),
-            _ => None,
-        },
+        cpu_s: route::cpu_between(idle, after),
+        other_cpu_s: machine_after
+            .zip(machine_before)
+            .map(|(a, b)| a - b)
+            .zip(route::cpu_between(idle, after))
+            .zip(route::cpu_between(client_before, client_after))
+            .map(|((m, s), c)| (m - s - c).max(0.0)),
         setup_s,
         subscribe_s,
     })
