@@ -1253,13 +1253,22 @@ async fn unacknowledged_events_come_back_on_the_next_subscription_and_acknowledg
     let e2 = next_event(&mut ev, "session_created", &second.session_id).await;
     drop(ev);
     // Only the first is acknowledged: the second was lost on the way, as far as the relay knows.
-    assert_eq!(ack(&a, &first.session_id, &e1.event_id).await, "acknowledged");
+    assert_eq!(
+        ack(&a, &first.session_id, &e1.event_id).await,
+        "acknowledged"
+    );
 
     let mut again = subscribe_events(&a, &["session_created"]).await;
     let replay = next(&mut again).await;
     assert_eq!(replay.session_id, second.session_id);
-    assert_eq!(replay.event_id, e2.event_id, "the same copy, so clients drop duplicates");
-    assert_eq!(replay.join_tokens.get("alice"), second.join_tokens.get("alice"));
+    assert_eq!(
+        replay.event_id, e2.event_id,
+        "the same copy, so clients drop duplicates"
+    );
+    assert_eq!(
+        replay.join_tokens.get("alice"),
+        second.join_tokens.get("alice")
+    );
     // The acknowledged one is gone: acknowledging it again finds nothing.
     let gone = a
         .router()

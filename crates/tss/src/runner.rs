@@ -32,7 +32,9 @@ use crate::{AnyDkg, AnySign, Curve, Incoming, KeyShare, Outgoing, Step, TssError
 /// How a session run ended badly. `culprit` names the party at fault when one is known.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("session {session}: {reason}{}", culprit.as_ref().map(|c| format!(" (culprit: {c})")).unwrap_or_default())]
+    #[error("{}{reason}{}",
+        if session.is_empty() { String::new() } else { format!("session {session}: ") },
+        culprit.as_ref().map(|c| format!(" (culprit: {c})")).unwrap_or_default())]
     Failed {
         session: String,
         reason: String,
