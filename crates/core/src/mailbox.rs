@@ -140,8 +140,9 @@ pub struct Outgoing {
     pub expires_at: Millis,
 }
 
-/// Appends one message to every recipient mailbox. Returns the message id. The caller has
-/// checked who may send to whom; this checks only quotas.
+/// Appends one message to every recipient mailbox. Returns the message as stored (with the
+/// seq it got in each mailbox). The caller has checked who may send to whom; this checks only
+/// quotas.
 pub fn append(
     tx: &mut dyn Tx,
     msg: Outgoing,
@@ -149,7 +150,7 @@ pub fn append(
     id: MessageId,
     now: Millis,
     max_depth: u64,
-) -> Result<MessageId> {
+) -> Result<Message> {
     let mut placed = Vec::with_capacity(recipients.len());
     for addr in recipients {
         let mut meta = get_meta(tx, addr)?;
@@ -189,7 +190,12 @@ pub fn append(
         recipients: placed,
     };
     tx.put(Table::Messages, &id, &encode(&stored)?)?;
-    Ok(id)
+    Ok(stored)
+}
+
+/// The last seq a mailbox handed out (0 for an empty one).
+pub fn last_seq(view: &dyn View, addr: &MailboxAddr) -> Result<u64> {
+    Ok(get_meta(view, addr)?.last_seq)
 }
 
 pub fn get_message(view: &dyn View, id: &MessageId) -> Result<Option<Message>> {

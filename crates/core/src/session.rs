@@ -11,7 +11,7 @@ use crate::codec::{decode, encode, Key};
 use crate::error::{Error, Result};
 use crate::identity::{self, Principal};
 use crate::limits::{Limits, Millis};
-use crate::mailbox::{self, MailboxAddr, MessageId, Outgoing};
+use crate::mailbox::{self, MailboxAddr, Message, MessageId, Outgoing};
 use crate::store::{Table, Tx, View};
 use crate::validate;
 
@@ -648,7 +648,7 @@ pub fn route(
     id: MessageId,
     now: Millis,
     limits: &Limits,
-) -> Result<(MessageId, Wakeups)> {
+) -> Result<(Message, Wakeups)> {
     validate_route(&req, limits)?;
     who.must_be("from_party", &req.from_party)?;
     let mut s = require(tx, &req.session_id)?;
@@ -691,7 +691,7 @@ pub fn route(
         payload: req.payload,
         expires_at: s.expires_at,
     };
-    let id = mailbox::append(tx, out, &recipients, id, now, limits.max_mailbox_depth)?;
+    let message = mailbox::append(tx, out, &recipients, id, now, limits.max_mailbox_depth)?;
     // Progress: a stalled-session timer restarts; only rewrite the session when it changed.
     let p = s
         .participant_mut(&req.from_party)
@@ -704,7 +704,7 @@ pub fn route(
         s.last_progress_at = now;
         put(tx, &s)?;
     }
-    Ok((id, recipients))
+    Ok((message, recipients))
 }
 
 /// ReportCompletion. When every participant has reported, the session completes if all

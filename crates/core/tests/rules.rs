@@ -107,7 +107,7 @@ fn route(
         payload: payload.to_vec(),
     };
     let id = mailbox::new_message_id(T0);
-    session::route(&mut w.tx, who, req, id, T0 + 1, &w.limits).map(|(id, _)| id)
+    session::route(&mut w.tx, who, req, id, T0 + 1, &w.limits).map(|(m, _)| m.id)
 }
 
 #[test]

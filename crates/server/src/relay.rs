@@ -389,14 +389,16 @@ impl Relay {
         let limits = self.limits.clone();
         let bytes = req.payload.len() as u64;
         let id = mailbox::new_message_id(now_ms());
-        let (id, wake) = self
+        let (message, _wake) = self
             .store
             .write(move |tx| session::route(tx, &who, req, id, now_ms(), &limits))
             .await?;
-        self.wakeups.notify(&wake);
+        // The wakeups are exactly the message's recipients; hand it over in memory too.
+        let message = Arc::new(message);
+        self.wakeups.deliver(&message);
         self.metrics.messages_routed.inc();
         self.metrics.payload_bytes.inc_by(bytes);
-        Ok(mailbox::message_id_string(&id))
+        Ok(mailbox::message_id_string(&message.id))
     }
 
     /// Checks that `who` may read `party_id`'s mailbox for `session_id`, and returns it.
@@ -437,6 +439,22 @@ impl Relay {
     ) -> Result<Vec<Delivery>> {
         self.store
             .read(move |v| mailbox::pending(v, &addr, after_seq, limit))
+            .await
+    }
+
+    /// As [`Relay::peek`], with the mailbox's last seq in the same snapshot: when fewer than
+    /// `limit` came back, nothing up to that seq is waiting beyond them.
+    pub async fn peek_with_last_seq(
+        &self,
+        addr: MailboxAddr,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<Delivery>, u64)> {
+        self.store
+            .read(move |v| {
+                let pending = mailbox::pending(v, &addr, after_seq, limit)?;
+                Ok((pending, mailbox::last_seq(v, &addr)?))
+            })
             .await
     }
 

@@ -3,16 +3,44 @@
 //! One `watch` channel per mailbox that has a live subscriber, carrying a version number.
 //! A subscriber marks the version seen *before* it reads the store, so a commit that lands
 //! between its read and its wait still wakes it.
+//!
+//! Routed messages are also handed over in memory: each subscribed mailbox keeps the few
+//! messages committed to it most recently, by seq, so a live subscriber that is caught up
+//! pushes them without reading them back from the store. The store stays the truth: a
+//! subscriber that finds a gap (a seq it has not seen, missing here) reads the store.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
-use cohort_core::mailbox::MailboxAddr;
+use cohort_core::mailbox::{MailboxAddr, Message};
 use tokio::sync::watch;
+
+/// Most messages kept in memory per subscribed mailbox, and most payload bytes.
+const RECENT_MESSAGES: usize = 512;
+const RECENT_BYTES: usize = 8 * 1024 * 1024;
+
+struct Slot {
+    tx: watch::Sender<u64>,
+    recent: BTreeMap<u64, Arc<Message>>,
+    recent_bytes: usize,
+}
+
+impl Slot {
+    fn keep(&mut self, seq: u64, message: Arc<Message>) {
+        self.recent_bytes += message.payload.len();
+        self.recent.insert(seq, message);
+        while self.recent.len() > RECENT_MESSAGES || self.recent_bytes > RECENT_BYTES {
+            match self.recent.pop_first() {
+                Some((_, m)) => self.recent_bytes -= m.payload.len(),
+                None => break,
+            }
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Wakeups {
-    channels: Mutex<HashMap<MailboxAddr, watch::Sender<u64>>>,
+    channels: Mutex<HashMap<MailboxAddr, Slot>>,
 }
 
 /// A live subscription to one mailbox; dropping it lets the channel be reclaimed.
@@ -21,16 +49,24 @@ pub struct Subscription {
 }
 
 impl Wakeups {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MailboxAddr, Slot>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn subscribe(&self, addr: &MailboxAddr) -> Subscription {
-        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.lock();
         // Reclaim channels whose subscribers are all gone, so the map tracks live streams only.
         if map.len() > 1024 && map.len().is_power_of_two() {
-            map.retain(|_, tx| tx.receiver_count() > 0);
+            map.retain(|_, slot| slot.tx.receiver_count() > 0);
         }
-        let tx = map
-            .entry(addr.clone())
-            .or_insert_with(|| watch::channel(0).0);
-        Subscription { rx: tx.subscribe() }
+        let slot = map.entry(addr.clone()).or_insert_with(|| Slot {
+            tx: watch::channel(0).0,
+            recent: BTreeMap::new(),
+            recent_bytes: 0,
+        });
+        Subscription {
+            rx: slot.tx.subscribe(),
+        }
     }
 
     /// Wakes the subscribers of every address in `addrs`.
@@ -38,26 +74,114 @@ impl Wakeups {
         if addrs.is_empty() {
             return;
         }
-        let map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.lock();
         for a in addrs {
-            if let Some(tx) = map.get(a) {
-                tx.send_modify(|v| *v = v.wrapping_add(1));
+            if let Some(slot) = map.get(a) {
+                slot.tx.send_modify(|v| *v = v.wrapping_add(1));
             }
         }
     }
 
+    /// Hands a just-committed message to the subscribers of its recipients, and wakes them.
+    pub fn deliver(&self, message: &Arc<Message>) {
+        let mut map = self.lock();
+        for (addr, seq) in &message.recipients {
+            if let Some(slot) = map.get_mut(addr) {
+                if slot.tx.receiver_count() > 0 {
+                    slot.keep(*seq, message.clone());
+                }
+                slot.tx.send_modify(|v| *v = v.wrapping_add(1));
+            }
+        }
+    }
+
+    /// The messages of `addr` with seqs `after + 1, after + 2, ...` held in memory, stopping
+    /// at the first gap, at most `limit`. Forgets those at or below `after`.
+    pub fn recent_run(
+        &self,
+        addr: &MailboxAddr,
+        after: u64,
+        limit: usize,
+    ) -> Vec<(u64, Arc<Message>)> {
+        let mut map = self.lock();
+        let Some(slot) = map.get_mut(addr) else {
+            return Vec::new();
+        };
+        while let Some(entry) = slot.recent.first_entry() {
+            if *entry.key() > after {
+                break;
+            }
+            let m = entry.remove();
+            slot.recent_bytes -= m.payload.len();
+        }
+        let mut out = Vec::new();
+        let mut next = after + 1;
+        while out.len() < limit {
+            match slot.recent.get(&next) {
+                Some(m) => out.push((next, m.clone())),
+                None => break,
+            }
+            next += 1;
+        }
+        out
+    }
+
     /// How many of `addrs` have at least one live subscriber.
     pub fn live_count(&self, addrs: &[MailboxAddr]) -> usize {
-        let map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.lock();
         addrs
             .iter()
-            .filter(|a| map.get(*a).is_some_and(|tx| tx.receiver_count() > 0))
+            .filter(|a| map.get(*a).is_some_and(|s| s.tx.receiver_count() > 0))
             .count()
     }
 
     /// Live subscribers in total (for metrics).
     pub fn live_subscribers(&self) -> usize {
-        let map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        map.values().map(|tx| tx.receiver_count()).sum()
+        let map = self.lock();
+        map.values().map(|s| s.tx.receiver_count()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seqs: &[(MailboxAddr, u64)]) -> Arc<Message> {
+        Arc::new(Message {
+            id: [0; 16],
+            sender: "a".into(),
+            session_id: String::new(),
+            round: 0,
+            message_type: String::new(),
+            is_broadcast: false,
+            payload: vec![1; 10],
+            created_at: 0,
+            expires_at: 0,
+            recipients: seqs.to_vec(),
+        })
+    }
+
+    #[test]
+    fn recent_run_stops_at_the_first_gap_and_forgets_what_was_passed() {
+        let w = Wakeups::default();
+        let addr = MailboxAddr::new("b", b"c".to_vec());
+        let _sub = w.subscribe(&addr);
+        for seq in [3, 1, 2, 5] {
+            w.deliver(&msg(&[(addr.clone(), seq)]));
+        }
+        let run: Vec<u64> = w.recent_run(&addr, 0, 10).iter().map(|(s, _)| *s).collect();
+        assert_eq!(run, vec![1, 2, 3], "4 is missing, so 5 waits for the store");
+        let run: Vec<u64> = w.recent_run(&addr, 4, 10).iter().map(|(s, _)| *s).collect();
+        assert_eq!(run, vec![5]);
+        assert!(w.recent_run(&addr, 5, 10).is_empty());
+    }
+
+    #[test]
+    fn mailboxes_without_subscribers_keep_nothing() {
+        let w = Wakeups::default();
+        let addr = MailboxAddr::new("b", b"c".to_vec());
+        w.deliver(&msg(&[(addr.clone(), 1)]));
+        let _sub = w.subscribe(&addr);
+        assert!(w.recent_run(&addr, 0, 10).is_empty());
     }
 }

@@ -85,6 +85,18 @@ fn party_infos(s: &Session) -> Vec<PartyInfo> {
         .collect()
 }
 
+/// The delivery record of a message just committed: pending, never delivered.
+fn fresh_entry(m: &cohort_core::mailbox::Message) -> cohort_core::mailbox::Entry {
+    cohort_core::mailbox::Entry {
+        message_id: m.id,
+        status: cohort_core::mailbox::DeliveryStatus::Pending,
+        delivered_at: 0,
+        acknowledged_at: 0,
+        retry_count: 0,
+        error: String::new(),
+    }
+}
+
 /// Pushes a mailbox to a stream: first what is waiting, in seq order, then live arrivals.
 /// `on_batch` runs after a batch was queued for the client (mark delivered, or consume).
 async fn pump<T, F, Fut>(
@@ -106,14 +118,35 @@ async fn pump<T, F, Fut>(
             return;
         }
         sub.rx.borrow_and_update();
-        let batch = match relay.peek(addr.clone(), cursor, BATCH).await {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = tx.send(Err(status(e))).await;
-                return;
+        // What was just routed here comes from memory while this stream is caught up;
+        // anything else (catching up, a gap, events) from the store.
+        let recent = relay.wakeups.recent_run(&addr, cursor, BATCH);
+        let mut caught_up_to = 0;
+        let batch = if !recent.is_empty() {
+            recent
+                .into_iter()
+                .map(|(seq, m)| Delivery {
+                    seq,
+                    entry: fresh_entry(&m),
+                    message: (*m).clone(),
+                })
+                .collect()
+        } else {
+            match relay.peek_with_last_seq(addr.clone(), cursor, BATCH).await {
+                Ok((b, last)) => {
+                    if b.len() < BATCH {
+                        caught_up_to = last;
+                    }
+                    b
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(status(e))).await;
+                    return;
+                }
             }
         };
         if batch.is_empty() {
+            cursor = cursor.max(caught_up_to);
             // A closed session's stream ends with the reason once nothing is waiting.
             if let Some(sid) = &ends_with_session {
                 match relay.session_closed(sid.clone()).await {
@@ -143,6 +176,7 @@ async fn pump<T, F, Fut>(
                 }
             }
         }
+        cursor = cursor.max(caught_up_to);
         if let Err(e) = on_batch(relay.clone(), addr.clone(), batch).await {
             tracing::warn!(error = %e, owner = %addr.owner, "could not record delivery");
         }
