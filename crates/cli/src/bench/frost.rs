@@ -65,7 +65,12 @@ struct Fleet {
 }
 
 /// Starts (or attaches to) the relay and logs in `n` parties and the coordinator.
-async fn fleet(relay: &RelayOpts, durability: Durability, n: u16, prefix: &str) -> Result<Fleet, String> {
+async fn fleet(
+    relay: &RelayOpts,
+    durability: Durability,
+    n: u16,
+    prefix: &str,
+) -> Result<Fleet, String> {
     let target = Target::open(relay, durability).await?;
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let trusted = vec![target.coordinator.public()];
@@ -90,10 +95,21 @@ async fn fleet(relay: &RelayOpts, durability: Durability, n: u16, prefix: &str) 
         client,
         IdentityKey::from_bytes(&target.coordinator.to_bytes()),
     ));
-    Ok(Fleet { target, coordinator, nodes, names, _dir: dir })
+    Ok(Fleet {
+        target,
+        coordinator,
+        nodes,
+        names,
+        _dir: dir,
+    })
 }
 
-fn serve_all(nodes: &[PartyNode]) -> (tokio::sync::watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
+fn serve_all(
+    nodes: &[PartyNode],
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let tasks = nodes
         .iter()
@@ -111,7 +127,11 @@ fn serve_all(nodes: &[PartyNode]) -> (tokio::sync::watch::Sender<bool>, Vec<toki
 }
 
 /// Runs `count` jobs on `threads` OS threads; returns the wall time.
-fn parallel_blocking(count: usize, threads: usize, job: impl Fn(usize) -> Result<(), String> + Sync) -> Result<Duration, String> {
+fn parallel_blocking(
+    count: usize,
+    threads: usize,
+    job: impl Fn(usize) -> Result<(), String> + Sync,
+) -> Result<Duration, String> {
     let start = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failure = std::sync::Mutex::new(None);
@@ -136,7 +156,9 @@ fn parallel_blocking(count: usize, threads: usize, job: impl Fn(usize) -> Result
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 pub async fn sign(a: SignArgs) -> Result<(), String> {
@@ -160,8 +182,18 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..a.concurrency.max(1) {
-        let (c, lat, next, pb) = (f.coordinator.clone(), latencies.clone(), next.clone(), pb.clone());
-        let (gpk, signers, total, curve) = (key.group_public_key.clone(), signers.clone(), a.sessions, a.curve);
+        let (c, lat, next, pb) = (
+            f.coordinator.clone(),
+            latencies.clone(),
+            next.clone(),
+            pb.clone(),
+        );
+        let (gpk, signers, total, curve) = (
+            key.group_public_key.clone(),
+            signers.clone(),
+            a.sessions,
+            a.curve,
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -171,12 +203,21 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
                 let msg = format!("bench message {i}");
                 let t0 = Instant::now();
                 let r = c
-                    .sign(&gpk, msg.as_bytes(), "bench", Some(signers.clone()), timeout)
+                    .sign(
+                        &gpk,
+                        msg.as_bytes(),
+                        "bench",
+                        Some(signers.clone()),
+                        timeout,
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 let us = t0.elapsed().as_micros() as u64;
                 crate::threshold::verify_independently(curve, &gpk, &r.message_hash, &r.signature)?;
-                let _ = lat.lock().unwrap_or_else(|p| p.into_inner()).record(us.max(1));
+                let _ = lat
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(us.max(1));
                 pb.inc(1);
             }
         }));
@@ -211,8 +252,13 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
     };
     let mut table = Table::new(
         format!(
-            "sign: {}-of-{} {} FROST, {} sessions, {} in flight, relay {}",
-            a.t, a.n, a.curve, a.sessions, a.concurrency, f.target.describe()
+            "sign: {}-of-{} {} FROST, {} sessions, {} in flight; {}",
+            a.t,
+            a.n,
+            a.curve,
+            a.sessions,
+            a.concurrency,
+            f.target.describe()
         ),
         &["path", "sessions/s", "p50", "p99", "relay CPU ms/session"],
     );
@@ -221,7 +267,9 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
         report::rate(relay_rate),
         report::ms(lat.p50_us),
         report::ms(lat.p99_us),
-        relay_cpu.map(|c| format!("{:.2}", c * 1000.0 / a.sessions as f64)).unwrap_or_else(|| "-".into()),
+        relay_cpu
+            .map(|c| format!("{:.2}", c * 1000.0 / a.sessions as f64))
+            .unwrap_or_else(|| "-".into()),
     ]);
     table.row(vec![
         format!("in process ({} threads)", cores()),
@@ -261,9 +309,17 @@ pub async fn keygen(a: KeygenArgs) -> Result<(), String> {
         let mut events = node.client().session_events(&["session_created"]);
         runs.push(tokio::spawn(async move {
             let ev = events.next_event().await.map_err(|e| e.to_string())?;
-            let token = ev.join_token.clone().ok_or("session_created without a join token")?;
-            node.client().ack_event(&ev).await.map_err(|e| e.to_string())?;
-            node.run_session(&ev.session_id, &token).await.map_err(|e| e.to_string())
+            let token = ev
+                .join_token
+                .clone()
+                .ok_or("session_created without a join token")?;
+            node.client()
+                .ack_event(&ev)
+                .await
+                .map_err(|e| e.to_string())?;
+            node.run_session(&ev.session_id, &token)
+                .await
+                .map_err(|e| e.to_string())
         }));
     }
     let pb = report::bar(None, "distributed keygen");
@@ -277,7 +333,11 @@ pub async fn keygen(a: KeygenArgs) -> Result<(), String> {
     let mut traffic = Traffic::default();
     for r in runs {
         let (outcome, t) = r.await.map_err(|e| e.to_string())??;
-        if outcome != (Outcome::Keygen { group_public_key: key.group_public_key.clone() }) {
+        if outcome
+            != (Outcome::Keygen {
+                group_public_key: key.group_public_key.clone(),
+            })
+        {
             return Err("a party finished with another group key".into());
         }
         traffic.messages += t.messages;
@@ -291,15 +351,29 @@ pub async fn keygen(a: KeygenArgs) -> Result<(), String> {
     let local_wall = start.elapsed();
 
     let mut table = Table::new(
-        format!("keygen: {}-of-{} {} FROST DKG, relay {}", a.t, a.n, a.curve, f.target.describe()),
-        &["path", "wall", "messages sent", "payload bytes", "relay peak RSS"],
+        format!(
+            "keygen: {}-of-{} {} FROST DKG; {}",
+            a.t,
+            a.n,
+            a.curve,
+            f.target.describe()
+        ),
+        &[
+            "path",
+            "wall",
+            "messages sent",
+            "payload bytes",
+            "relay peak RSS",
+        ],
     );
     table.row(vec![
         "through the relay".into(),
         format!("{:.2} s", relay_wall.as_secs_f64()),
         traffic.messages.to_string(),
         report::mib(traffic.bytes),
-        usage.map(|u| report::mib(u.peak_rss_bytes)).unwrap_or_else(|| "-".into()),
+        usage
+            .map(|u| report::mib(u.peak_rss_bytes))
+            .unwrap_or_else(|| "-".into()),
     ]);
     table.row(vec![
         "in process (1 thread)".into(),
@@ -309,7 +383,10 @@ pub async fn keygen(a: KeygenArgs) -> Result<(), String> {
         "-".into(),
     ]);
     table.print();
-    println!("ratio in-process / relay wall time: {:.3}", local_wall.as_secs_f64() / relay_wall.as_secs_f64());
+    println!(
+        "ratio in-process / relay wall time: {:.3}",
+        local_wall.as_secs_f64() / relay_wall.as_secs_f64()
+    );
     let result = json!({
         "workload": "keygen",
         "params": {"n": a.n, "t": a.t, "curve": a.curve.to_string(), "durability": a.durability.as_str()},

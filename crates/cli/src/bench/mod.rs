@@ -10,6 +10,7 @@
 //! A new workload (FROST `sign`, `keygen`) is a new file, a variant of [`Workload`] and an
 //! arm in [`run`].
 
+mod frost;
 mod nats;
 mod probe;
 mod relay_proc;
@@ -35,12 +36,20 @@ enum Workload {
     /// Many concurrently subscribed parties under a steady send rate (RSS per stream, p99),
     /// then send+ack throughput with 0 vs N messages queued for offline parties.
     Scale(scale::ScaleArgs),
+    /// t-of-n FROST signing sessions through the relay, many at once (sessions/s, latency),
+    /// next to the same FROST work with in-process channels.
+    Sign(frost::SignArgs),
+    /// One large FROST DKG through the relay (wall time, messages, bytes), next to the
+    /// in-process figure.
+    Keygen(frost::KeygenArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     match args.workload {
         Workload::Route(a) => route::run(a).await,
         Workload::Scale(a) => scale::run(a).await,
+        Workload::Sign(a) => frost::sign(a).await,
+        Workload::Keygen(a) => frost::keygen(a).await,
     }
 }
 

@@ -242,6 +242,7 @@ async fn drive_on(server: &Server, shape: &Shape, sync: SyncInterval) -> Result<
         client_cpu_s: cpu_between(client_before, client_after),
         machine_cpu_s: machine_after.zip(machine_before).map(|(a, b)| a - b),
         setup_s,
+        all_rates: Vec::new(),
     })
 }
 

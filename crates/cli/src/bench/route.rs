@@ -181,6 +181,8 @@ pub struct Outcome {
     pub machine_cpu_s: Option<f64>,
     /// Setting up parties, sessions and streams, before the measured phase.
     pub setup_s: f64,
+    /// When this run is the median of several: every run's msgs/s, ascending.
+    pub all_rates: Vec<f64>,
 }
 
 impl Outcome {
@@ -221,6 +223,7 @@ impl Outcome {
             "machine_cpu_s": self.machine_cpu_s.map(round3),
             "other_processes_cpu_s": self.other_cpu_s().map(round3),
             "setup_s": round3(self.setup_s),
+            "all_runs_msgs_per_s": self.all_rates,
         })
     }
 
@@ -555,6 +558,7 @@ pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, Str
         client_cpu_s: cpu_between(client_before, client_after),
         machine_cpu_s: machine_after.zip(machine_before).map(|(a, b)| a - b),
         setup_s,
+        all_rates: Vec::new(),
     })
 }
 

@@ -66,6 +66,9 @@ pub struct ScaleArgs {
     /// Messages per send+ack probe [default: 10000, or the depth when smaller, at least 200].
     #[arg(long)]
     probe_count: Option<u64>,
+    /// Probes before and after filling; the median (by throughput) of each side is reported.
+    #[arg(long, default_value_t = 3)]
+    probe_runs: usize,
     /// Payload bytes per message (at least 8).
     #[arg(long, default_value_t = 256)]
     payload: usize,
@@ -103,6 +106,7 @@ pub async fn run(a: ScaleArgs) -> Result<(), String> {
         "workload": "scale",
         "parameters": {
             "parties": a.parties,
+            "probe_runs": a.probe_runs,
             "session_size": a.session_size,
             "streams_per_connection": a.streams_per_connection,
             "rate_msgs_per_s": a.rate,
@@ -133,6 +137,10 @@ pub async fn run(a: ScaleArgs) -> Result<(), String> {
         target.stop().await;
         let r = r?;
         r.table().print();
+        println!(
+            "probe runs, msgs/s (the median is shown): empty {:?}, deep {:?}",
+            r.empty.all_rates, r.deep.all_rates
+        );
         out["depth"] = r.json();
         depth = Some(r);
     }
@@ -207,6 +215,9 @@ fn check(a: &ScaleArgs) -> Result<(), String> {
         return Err(format!(
             "--payload must be at least {MIN_PAYLOAD} bytes (the send time)"
         ));
+    }
+    if a.depth > 0 && a.probe_runs == 0 {
+        return Err("--probe-runs must be at least 1".into());
     }
     if a.depth > 0 {
         if a.offline_parties == 0 || a.offline_parties > 999 {
@@ -329,6 +340,12 @@ impl Subscribers {
             (
                 "relay CPU during load",
                 self.cpu_s.map(|c| format!("{c:.2} s")).unwrap_or_else(na),
+            ),
+            (
+                "other processes during load",
+                self.other_cpu_s
+                    .map(|c| format!("{:.2} cores", c / self.seconds.max(1e-9)))
+                    .unwrap_or_else(na),
             ),
             (
                 "setup (login, register, sessions, join)",
@@ -622,6 +639,20 @@ async fn steady_load(
 
 // ---- part 2: queue depth --------------------------------------------------------------
 
+/// Runs the send+ack probe `runs` times (each on a fresh session) and keeps the run with the
+/// median throughput, so one disturbed run on a shared machine does not decide the ratio.
+async fn median_probe(target: &Target, shape: &Shape, runs: usize) -> Result<Outcome, String> {
+    let mut all = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        all.push(route::drive_cohort(target, shape).await?);
+    }
+    all.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let rates: Vec<f64> = all.iter().map(|o| round3(o.rate())).collect();
+    let mut median = all.swap_remove(all.len() / 2);
+    median.all_rates = rates;
+    Ok(median)
+}
+
 struct Depth {
     queued: u64,
     offline_parties: usize,
@@ -714,11 +745,11 @@ async fn run_depth(target: &Target, a: &ScaleArgs) -> Result<Depth, String> {
         ack_inflight: 256,
         rate: None,
     };
-    let empty = route::drive_cohort(target, &shape).await?;
+    let empty = median_probe(target, &shape, a.probe_runs).await?;
     let fill = Instant::now();
     fill_queue(target, a).await?;
     let fill_s = fill.elapsed().as_secs_f64();
-    let deep = route::drive_cohort(target, &shape).await?;
+    let deep = median_probe(target, &shape, a.probe_runs).await?;
     let db_bytes = target.data_dir().map(|d| {
         ["cohort.sqlite", "cohort.sqlite-wal"]
             .iter()
