@@ -14,7 +14,6 @@ use cohort_wire::cohort::{
 use cohort_wire::router::message_router_server::MessageRouterServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{Config, COORDINATOR_KEY_FILE};
 use crate::grpc::Services;
@@ -148,9 +147,12 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let max = max_message_bytes(&config);
     let s = Services::new(relay.clone());
     let mut stop = relay.shutdown_signal();
+    // Without TCP_NODELAY, Nagle and delayed ACKs hold small responses and stream frames for
+    // tens of ms. The builder's `tcp_nodelay` covers only sockets tonic binds itself, so set
+    // it on the incoming stream of the listener bound above.
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let grpc = tonic::transport::Server::builder()
-        // Without TCP_NODELAY, Nagle and delayed ACKs add tens of ms to small messages.
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(MessageRouterServer::new(s.router).max_decoding_message_size(max))
         .add_service(AuthServer::new(s.auth))
@@ -159,7 +161,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         .add_service(AdminServer::new(s.admin))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|v| *v).await;
         });
     let grpc = tokio::spawn(grpc);
