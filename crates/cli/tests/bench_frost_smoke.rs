@@ -27,8 +27,12 @@ fn sign_workload_reports_both_paths() {
     let v = bench_json(&["sign", "--sessions", "4", "--concurrency", "2"]);
     assert_eq!(v["workload"], "sign");
     assert_eq!(v["params"]["sessions"], 4);
-    assert!(v["relay"]["sessions_per_s"].as_f64().is_some_and(|r| r > 0.0));
-    assert!(v["in_process"]["sessions_per_s"].as_f64().is_some_and(|r| r > 0.0));
+    assert!(v["relay"]["sessions_per_s"]
+        .as_f64()
+        .is_some_and(|r| r > 0.0));
+    assert!(v["in_process"]["sessions_per_s"]
+        .as_f64()
+        .is_some_and(|r| r > 0.0));
     assert_eq!(v["relay"]["latency"]["count"], 4);
 }
 

@@ -150,8 +150,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
     // Without TCP_NODELAY, Nagle and delayed ACKs hold small responses and stream frames for
     // tens of ms. The builder's `tcp_nodelay` covers only sockets tonic binds itself, so set
     // it on the incoming stream of the listener bound above.
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .add_service(MessageRouterServer::new(s.router).max_decoding_message_size(max))
