@@ -428,14 +428,14 @@ pub fn publish_encryption_key(
 /// Removes expired challenges and tokens; at most `limit` of each per call.
 pub fn sweep_credentials(tx: &mut dyn Tx, now: Millis, limit: usize) -> Result<usize> {
     let mut removed = 0;
-    for (k, v) in tx.scan(Table::Challenges, &[], &[], limit)? {
+    for (k, v) in sweep_page(tx, Table::Challenges, b"sweep-cursor/challenges", limit)? {
         let c: Challenge = decode(&v)?;
         if now > c.expires_at {
             tx.delete(Table::Challenges, &k)?;
             removed += 1;
         }
     }
-    for (k, v) in tx.scan(Table::Tokens, &[], &[], limit)? {
+    for (k, v) in sweep_page(tx, Table::Tokens, b"sweep-cursor/tokens", limit)? {
         let t: TokenRecord = decode(&v)?;
         if now > t.expires_at {
             tx.delete(Table::Tokens, &k)?;
@@ -443,4 +443,24 @@ pub fn sweep_credentials(tx: &mut dyn Tx, now: Millis, limit: usize) -> Result<u
         }
     }
     Ok(removed)
+}
+
+/// The next `limit` entries of `table` after the cursor kept under `cursor` in `Meta`,
+/// wrapping around at the end: successive sweeps visit every entry, each doing bounded work.
+fn sweep_page(
+    tx: &mut dyn Tx,
+    table: Table,
+    cursor: &[u8],
+    limit: usize,
+) -> Result<Vec<crate::store::Pair>> {
+    let mut from = tx.get(Table::Meta, cursor)?.unwrap_or_default();
+    if !from.is_empty() {
+        from.push(0);
+    }
+    let page = tx.scan(table, &from, &[], limit)?;
+    match page.last() {
+        Some((last, _)) if page.len() == limit => tx.put(Table::Meta, cursor, last)?,
+        _ => tx.delete(Table::Meta, cursor)?,
+    }
+    Ok(page)
 }

@@ -708,3 +708,40 @@ fn publish_needs_coordinator() {
     assert_eq!(rcpt, vec!["a".to_string()]);
     assert_eq!(wake, vec![MailboxAddr::events("a")]);
 }
+
+#[test]
+fn credential_sweep_reaches_expired_tokens_behind_live_ones() {
+    let mut w = World::new();
+    let k = IdentityKey::generate();
+    // Ten tokens issued at T0 (expiring at T0 + ttl), ten issued a day later.
+    for i in 0..20u8 {
+        let now = if i < 10 { T0 } else { T0 + 86_400_000 };
+        let ch = identity::issue_challenge(&mut w.tx, "eve", &k.public(), [i; 64], now, &w.limits)
+            .unwrap();
+        let sig = k.sign(LOGIN_DOMAIN, &login_message(&ch.challenge, "eve"));
+        identity::login(
+            &mut w.tx,
+            &ch.challenge_id,
+            "eve",
+            &k.public(),
+            &sig,
+            [i; 32],
+            &[],
+            now,
+            &w.limits,
+        )
+        .unwrap();
+    }
+    let tokens = |w: &World| {
+        w.tx.tables
+            .get(&cohort_core::store::Table::Tokens)
+            .map_or(0, |t| t.len())
+    };
+    assert_eq!(tokens(&w), 20);
+    // Sweeps of 3 entries at a time, after the first ten expired: all ten go, none other.
+    let later = T0 + w.limits.token_ttl_ms + 1;
+    for _ in 0..20 {
+        identity::sweep_credentials(&mut w.tx, later, 3).unwrap();
+    }
+    assert_eq!(tokens(&w), 10);
+}
