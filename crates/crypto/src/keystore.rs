@@ -270,6 +270,28 @@ impl KeyStore {
         Ok(true)
     }
 
+    /// Puts and removes several entries in one atomic write of the file (one fsync'd
+    /// rewrite instead of one per entry). Removing an absent entry is not an error.
+    pub fn apply(&mut self, puts: &[(&str, &[u8])], removes: &[&str]) -> Result<(), KeyStoreError> {
+        if puts.iter().any(|(n, _)| n.is_empty() || n.len() > 1024) {
+            return Err(KeyStoreError::BadName);
+        }
+        let mut next = self.entries.clone();
+        for (name, value) in puts {
+            next.insert(name.to_string(), Zeroizing::new(value.to_vec()));
+        }
+        let mut changed = !puts.is_empty();
+        for name in removes {
+            changed |= next.remove(*name).is_some();
+        }
+        if !changed {
+            return Ok(());
+        }
+        self.write(&next, false)?;
+        self.entries = next;
+        Ok(())
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }
@@ -640,5 +662,24 @@ mod tests {
         assert!(decode_entries(&[0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(decode_entries(&[0, 0, 0, 1, 0, 1, b'a', 0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(decode_entries(&[0, 0, 0, 0, 9]).is_err());
+    }
+
+    #[test]
+    fn apply_puts_and_removes_in_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ks");
+        let secret = KeyStoreSecret::KeyFile(vec![7; 32]);
+        let mut ks = KeyStore::create(&path, &secret).unwrap();
+        ks.put("a", b"1").unwrap();
+        ks.apply(&[("b", b"2"), ("c", b"3")], &["a", "absent"])
+            .unwrap();
+        let reopened = KeyStore::open(&path, &secret).unwrap();
+        assert_eq!(reopened.get("a"), None);
+        assert_eq!(reopened.get("b"), Some(&b"2"[..]));
+        assert_eq!(reopened.get("c"), Some(&b"3"[..]));
+        assert!(matches!(
+            ks.apply(&[("", b"x")], &[]),
+            Err(KeyStoreError::BadName)
+        ));
     }
 }

@@ -130,15 +130,15 @@ impl PartyNode {
             .map_err(|e| RunError::KeyStore(e.to_string()))
     }
 
-    fn get(&self, name: &str) -> Option<Vec<u8>> {
-        self.store().get(name).map(<[u8]>::to_vec)
+    /// Several key store changes in one fsync'd write.
+    fn change(&self, puts: &[(&str, &[u8])], removes: &[&str]) -> Result<(), RunError> {
+        self.store()
+            .apply(puts, removes)
+            .map_err(|e| RunError::KeyStore(e.to_string()))
     }
 
-    fn remove(&self, name: &str) -> Result<(), RunError> {
-        self.store()
-            .remove(name)
-            .map(|_| ())
-            .map_err(|e| RunError::KeyStore(e.to_string()))
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        self.store().get(name).map(<[u8]>::to_vec)
     }
 
     /// The key share this party holds for `group_public_key`, if any.
@@ -253,10 +253,13 @@ impl PartyNode {
     /// restart does not resume it) and the secrets no later run can use (DKG seed, unused
     /// nonce, "signed" marker).
     fn forget(&self, sid: &str) {
-        for kind in ["session", "seed", "nonce", "signed"] {
-            if let Err(e) = self.remove(&format!("{kind}/{sid}")) {
-                tracing::warn!(session = %sid, error = %e, "could not forget {kind}/{sid}");
-            }
+        let names: Vec<String> = ["session", "seed", "nonce", "signed"]
+            .iter()
+            .map(|kind| format!("{kind}/{sid}"))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        if let Err(e) = self.change(&[], &names) {
+            tracing::warn!(session = %sid, error = %e, "could not forget the session's key store entries");
         }
     }
 
@@ -480,8 +483,7 @@ impl PartyNode {
                 // Shares made: mark it, then forget the nonce, before the shares leave.
                 let nonce_name = format!("nonce/{sid}");
                 if matches!(s.nonce_bytes(), Ok(None)) && self.get(&nonce_name).is_some() {
-                    self.put(&format!("signed/{sid}"), b"1")?;
-                    self.remove(&nonce_name)?;
+                    self.change(&[(&format!("signed/{sid}"), b"1")], &[&nonce_name])?;
                 }
             }
             match step {
@@ -505,8 +507,9 @@ impl PartyNode {
                 let bytes = share
                     .to_bytes()
                     .map_err(|e| RunError::KeyStore(e.to_string()))?;
+                // The seed stays until the session record goes (below): a party that stops
+                // before its report is in replays the same DKG, never a new one.
                 self.put(&format!("share/{}", hex_of(&gpk)), &bytes)?;
-                self.remove(&format!("seed/{sid}"))?;
                 self.client.report_completion(&sid, &gpk, &[]).await?;
                 Outcome::Keygen {
                     group_public_key: gpk,
@@ -522,7 +525,6 @@ impl PartyNode {
                 self.client
                     .report_completion(&sid, &gpk, &signature)
                     .await?;
-                self.remove(&format!("signed/{sid}"))?;
                 Outcome::Signed { signature }
             }
         };
@@ -531,7 +533,15 @@ impl PartyNode {
                 tracing::debug!(session = %sid, error = %e, "ack after completion failed");
             }
         }
-        self.remove(&format!("session/{sid}"))?;
+        // One write drops the session record with whatever it still kept (seed, marker).
+        self.change(
+            &[],
+            &[
+                &format!("session/{sid}"),
+                &format!("seed/{sid}"),
+                &format!("signed/{sid}"),
+            ],
+        )?;
         Ok((outcome, traffic))
     }
 }
@@ -827,7 +837,7 @@ impl Coordinator {
                 });
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(50));
+            delay = (delay * 2).min(Duration::from_millis(20));
         }
     }
 }
