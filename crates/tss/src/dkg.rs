@@ -19,7 +19,7 @@ use frost_core::{Ciphersuite, Error as FrostError, Identifier};
 use rand::rngs::OsRng;
 
 use crate::curve::{identifier, CurveSuite};
-use crate::inbox::{self, Accepted, Inbox};
+use crate::inbox::{self, step, Gate, Inbox};
 use crate::{Incoming, KeyShare, Outgoing, Party, Step, TssError};
 
 pub const ROUND1: i32 = 1;
@@ -170,35 +170,20 @@ impl<C: Ciphersuite> Dkg<C> {
 
     /// Takes one message from party `from` (already authenticated by the runner).
     pub fn handle(&mut self, from: u16, message: Incoming) -> Result<Step<DkgOutput<C>>, TssError> {
-        match &self.phase {
-            Phase::Failed(e) => return Err(e.clone()),
-            Phase::Finished => {
-                return match self
-                    .inbox
-                    .accept(self.me, &self.others, &ROUNDS, from, message)?
-                {
-                    Accepted::Duplicate => Ok(Step::Continue(Vec::new())),
-                    Accepted::New => Err(TssError::Finished),
-                }
-            }
-            _ => {}
-        }
-        if self
+        let gate = match &self.phase {
+            Phase::Failed(e) => Gate::Failed(e.clone()),
+            Phase::Finished => Gate::Finished,
+            _ => Gate::Running,
+        };
+        if !self
             .inbox
-            .accept(self.me, &self.others, &ROUNDS, from, message)?
-            == Accepted::Duplicate
+            .admit(gate, self.me, &self.others, &ROUNDS, from, message)?
         {
             return Ok(Step::Continue(Vec::new()));
         }
         let mut outgoing = Vec::new();
-        match self.advance(&mut outgoing) {
-            Ok(Some(output)) => Ok(Step::Done { output, outgoing }),
-            Ok(None) => Ok(Step::Continue(outgoing)),
-            Err(e) => {
-                self.phase = Phase::Failed(e.clone());
-                Err(e)
-            }
-        }
+        let advanced = self.advance(&mut outgoing);
+        step(advanced, outgoing, |e| self.phase = Phase::Failed(e))
     }
 
     /// Runs every round whose messages have all arrived.

@@ -7,9 +7,33 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::{Incoming, TssError};
+use crate::{Incoming, Step, TssError};
 
 pub(crate) const DIGEST_LEN: usize = 32;
+
+/// Where a machine is, as far as taking a message goes.
+pub(crate) enum Gate {
+    Running,
+    Finished,
+    Failed(TssError),
+}
+
+/// Turns the result of a machine's `advance` into what `handle` returns; a failure is
+/// recorded with `fail` so every later call repeats it.
+pub(crate) fn step<T>(
+    advanced: Result<Option<T>, TssError>,
+    outgoing: Vec<crate::Outgoing>,
+    fail: impl FnOnce(TssError),
+) -> Result<Step<T>, TssError> {
+    match advanced {
+        Ok(Some(output)) => Ok(Step::Done { output, outgoing }),
+        Ok(None) => Ok(Step::Continue(outgoing)),
+        Err(e) => {
+            fail(e.clone());
+            Err(e)
+        }
+    }
+}
 
 /// Messages received, by (round, sender). Kept after use so a redelivered message can be
 /// recognised as a duplicate.
@@ -26,6 +50,29 @@ pub(crate) enum Accepted {
 }
 
 impl Inbox {
+    /// Files a message for a machine at `gate`. `Ok(true)`: it is new and the machine should
+    /// advance; `Ok(false)`: an identical duplicate, nothing to do. A failed machine repeats
+    /// its failure; a finished one refuses anything new.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn admit(
+        &mut self,
+        gate: Gate,
+        me: u16,
+        others: &[u16],
+        rounds: &[(i32, &'static str)],
+        from: u16,
+        message: Incoming,
+    ) -> Result<bool, TssError> {
+        match gate {
+            Gate::Failed(e) => Err(e),
+            Gate::Finished => match self.accept(me, others, rounds, from, message)? {
+                Accepted::Duplicate => Ok(false),
+                Accepted::New => Err(TssError::Finished),
+            },
+            Gate::Running => Ok(self.accept(me, others, rounds, from, message)? == Accepted::New),
+        }
+    }
+
     /// Files `message` from `from` after checking it against the protocol's participants
     /// (`senders`, excluding `me`) and `rounds` (round number and message type).
     pub(crate) fn accept(

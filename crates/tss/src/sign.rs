@@ -34,7 +34,7 @@ use zeroize::Zeroizing;
 
 use crate::curve::identifier;
 use crate::dkg::{frost, malformed};
-use crate::inbox::{self, Accepted, Inbox};
+use crate::inbox::{self, step, Gate, Inbox};
 use crate::{Incoming, Outgoing, Party, Step, TssError};
 
 pub const COMMITMENTS: i32 = 1;
@@ -196,35 +196,20 @@ impl<C: Ciphersuite> Sign<C> {
     /// Takes one message from signer `from` (already authenticated by the runner). The
     /// output is the aggregate signature, verified under the group key.
     pub fn handle(&mut self, from: u16, message: Incoming) -> Result<Step<Signature<C>>, TssError> {
-        match &self.phase {
-            Phase::Failed(e) => return Err(e.clone()),
-            Phase::Finished => {
-                return match self
-                    .inbox
-                    .accept(self.me, &self.others, &ROUNDS, from, message)?
-                {
-                    Accepted::Duplicate => Ok(Step::Continue(Vec::new())),
-                    Accepted::New => Err(TssError::Finished),
-                }
-            }
-            _ => {}
-        }
-        if self
+        let gate = match &self.phase {
+            Phase::Failed(e) => Gate::Failed(e.clone()),
+            Phase::Finished => Gate::Finished,
+            _ => Gate::Running,
+        };
+        if !self
             .inbox
-            .accept(self.me, &self.others, &ROUNDS, from, message)?
-            == Accepted::Duplicate
+            .admit(gate, self.me, &self.others, &ROUNDS, from, message)?
         {
             return Ok(Step::Continue(Vec::new()));
         }
         let mut outgoing = Vec::new();
-        match self.advance(&mut outgoing) {
-            Ok(Some(output)) => Ok(Step::Done { output, outgoing }),
-            Ok(None) => Ok(Step::Continue(outgoing)),
-            Err(e) => {
-                self.phase = Phase::Failed(e.clone());
-                Err(e)
-            }
-        }
+        let advanced = self.advance(&mut outgoing);
+        step(advanced, outgoing, |e| self.phase = Phase::Failed(e))
     }
 
     fn advance(&mut self, outgoing: &mut Vec<Outgoing>) -> Result<Option<Signature<C>>, TssError> {
