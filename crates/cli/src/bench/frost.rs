@@ -243,6 +243,18 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())
     })?;
 
+    if let Some(p) = &a.output.plot {
+        let hist = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        report::plot(
+            p,
+            &format!("sign: {}-of-{} {} session latency", a.t, a.n, a.curve),
+            &[report::Series {
+                label: "through the relay".into(),
+                latency: &hist,
+                throughput: &[],
+            }],
+        )?;
+    }
     let relay_rate = a.sessions as f64 / relay_wall.as_secs_f64();
     let local_rate = a.sessions as f64 / local_wall.as_secs_f64();
     let lat = Latency::of(&latencies.lock().unwrap_or_else(|p| p.into_inner()));
@@ -299,6 +311,9 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
 pub async fn keygen(a: KeygenArgs) -> Result<(), String> {
     if a.t < 2 || a.t > a.n {
         return Err(format!("--t {} must be between 2 and --n {}", a.t, a.n));
+    }
+    if a.output.plot.is_some() {
+        return Err("--plot draws latency distributions; keygen runs one session, so there is nothing to plot: drop --plot".into());
     }
     let f = fleet(&a.relay, a.durability, a.n, "keyholder").await?;
     // Each party takes its session_created event and runs the session itself, so the bench
