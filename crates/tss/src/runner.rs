@@ -654,23 +654,9 @@ impl Coordinator {
             parties: parties.to_vec(),
             nonce: Self::nonce(),
         };
-        let (descriptor, descriptor_signature) = d.sign(&self.key);
-        let created = self
-            .client
-            .create_session(CreateSession {
-                session_type: "keygen".into(),
-                n,
-                t,
-                parties: parties.to_vec(),
-                descriptor,
-                descriptor_signature,
-                expires_in: Some(timeout),
-                ..Default::default()
-            })
-            .await?;
-        let s = self.wait(&created.session_id, timeout).await?;
+        let (session_id, s) = self.run(d, "keygen", Vec::new(), timeout).await?;
         Ok(KeygenResult {
-            session_id: created.session_id,
+            session_id,
             group_public_key: s.public_key,
             parties: parties.to_vec(),
         })
@@ -775,15 +761,33 @@ impl Coordinator {
             parties: parties.clone(),
             nonce: Self::nonce(),
         };
+        let (session_id, s) = self.run(d, "sign", hash.to_vec(), timeout).await?;
+        Ok(SignResult {
+            session_id,
+            signature: s.signature,
+            message_hash: hash,
+            signers: parties,
+        })
+    }
+
+    /// Creates a session for descriptor `d`, signed with the coordinator key, and waits for
+    /// it to complete. Returns its id and final summary.
+    async fn run(
+        &self,
+        d: Descriptor,
+        session_type: &str,
+        message_hash: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(String, cohort_client::SessionSummary), RunError> {
         let (descriptor, descriptor_signature) = d.sign(&self.key);
         let created = self
             .client
             .create_session(CreateSession {
-                session_type: "sign".into(),
-                n,
-                t,
-                parties: parties.clone(),
-                message_hash: hash.to_vec(),
+                session_type: session_type.into(),
+                n: d.n,
+                t: d.t,
+                parties: d.parties,
+                message_hash,
                 descriptor,
                 descriptor_signature,
                 expires_in: Some(timeout),
@@ -791,12 +795,7 @@ impl Coordinator {
             })
             .await?;
         let s = self.wait(&created.session_id, timeout).await?;
-        Ok(SignResult {
-            session_id: created.session_id,
-            signature: s.signature,
-            message_hash: hash,
-            signers: parties,
-        })
+        Ok((created.session_id, s))
     }
 
     /// Polls the session until it closes; a failure comes back with its reason and culprit.

@@ -116,7 +116,7 @@ impl Target {
     pub fn attach(url: &str, key_path: &Path) -> Result<Target, String> {
         Ok(Target {
             url: url.to_string(),
-            coordinator: read_key(key_path)?,
+            coordinator: crate::threshold::load_coordinator_key(key_path)?,
             durability: None,
             spawned: None,
         })
@@ -175,7 +175,7 @@ impl Target {
                 ))
             }
         };
-        let coordinator = read_key(&data.join("coordinator.key"))?;
+        let coordinator = crate::threshold::load_coordinator_key(&data.join("coordinator.key"))?;
         Ok(Target {
             url: format!("http://{addr}"),
             coordinator,
@@ -243,19 +243,6 @@ async fn listening_addr(stdout: &mut BufReader<ChildStdout>) -> Result<String, S
             }
         }
     }
-}
-
-fn read_key(path: &Path) -> Result<IdentityKey, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the coordinator key {}: {e}", path.display()))?;
-    let mut secret = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| {
-        format!(
-            "{} does not hold a 64-hex-char Ed25519 secret key",
-            path.display()
-        )
-    })?;
-    Ok(IdentityKey::from_bytes(&secret))
 }
 
 fn log_tail(path: &Path) -> String {
