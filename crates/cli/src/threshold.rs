@@ -169,7 +169,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     );
     let t_verify = done(t);
 
-    let routed = running.relay.metrics.messages_routed.get();
+    let routed = running.relay.messages_routed();
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = task.await;

@@ -371,10 +371,14 @@ async fn sigterm_ends_open_streams_and_exits_zero() {
     let end = tokio::time::timeout(STREAM_TIMEOUT, stream.message())
         .await
         .expect("the stream ends after SIGTERM");
-    assert!(
-        matches!(end, Ok(None)),
-        "the stream ends cleanly, not with {end:?}"
-    );
+    match end {
+        Err(status) => assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "a stream cut by shutdown says so, so the client reconnects: {status:?}"
+        ),
+        other => panic!("the stream ends with UNAVAILABLE, not with {other:?}"),
+    }
     let status = serve.exited().await;
     assert_eq!(status.code(), Some(0), "log:\n{}", serve.log_text());
     assert!(

@@ -151,7 +151,9 @@ fn retryable(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable => true,
         Code::Internal | Code::Unknown | Code::Cancelled => {
-            let m = status.message();
+            // The cause is often only in the source chain ("operation was canceled" caused
+            // by "transport error: connection closed").
+            let m = crate::error::status_message(status);
             m.contains("h2 protocol error")
                 || m.contains("transport error")
                 || m.contains("connection")

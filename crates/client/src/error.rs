@@ -52,6 +52,9 @@ impl fmt::Display for Rejected {
     }
 }
 
+/// The metadata key under which the relay names a failed session's culprit.
+const CULPRIT_METADATA: &str = "cohort-culprit";
+
 /// Every error the SDK returns.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -65,6 +68,8 @@ pub enum ClientError {
         rpc: &'static str,
         code: tonic::Code,
         message: String,
+        /// The party to blame, when the call failed because its session failed naming one.
+        culprit: Option<String>,
     },
 
     /// The relay answered, but with something that cannot be right.
@@ -120,6 +125,38 @@ impl ClientError {
         }
     }
 
+    /// The party the relay names as at fault for the failed session this error is about.
+    pub fn culprit(&self) -> Option<&str> {
+        match self {
+            ClientError::Rpc { culprit, .. } => culprit.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The relay refused because the session is closed (failed or expired): nothing of it
+    /// can be resumed.
+    pub fn is_session_closed(&self) -> bool {
+        self.code() == Some(tonic::Code::FailedPrecondition)
+    }
+
+    /// An error a relay restart or a dropped connection causes (a call in flight when the
+    /// relay went away can fail INTERNAL "h2 protocol error", not only UNAVAILABLE): worth
+    /// retrying.
+    pub fn is_transient(&self) -> bool {
+        use tonic::Code;
+        matches!(
+            self.code(),
+            Some(
+                Code::Unavailable
+                    | Code::Unknown
+                    | Code::Internal
+                    | Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::Aborted
+            )
+        )
+    }
+
     /// The refused payload, when this is a [`ClientError::Rejected`].
     pub fn rejected(&self) -> Option<&Rejected> {
         match self {
@@ -134,6 +171,11 @@ impl ClientError {
             rpc,
             code: status.code(),
             message: status_message(status),
+            culprit: status
+                .metadata()
+                .get(CULPRIT_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
         }
     }
 
@@ -148,7 +190,7 @@ impl ClientError {
 
 /// The status message, followed by the chain of causes tonic keeps for transport errors
 /// ("transport error: tcp connect error: Connection refused").
-fn status_message(status: &tonic::Status) -> String {
+pub(crate) fn status_message(status: &tonic::Status) -> String {
     let mut out = status.message().to_string();
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {

@@ -21,6 +21,8 @@ pub enum ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    /// The party to blame, when the refusal is about a failed session that named one.
+    pub culprit: Option<String>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -30,7 +32,13 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            culprit: None,
         }
+    }
+    /// The same error, naming the party to blame.
+    pub fn with_culprit(mut self, culprit: impl Into<String>) -> Self {
+        self.culprit = Some(culprit.into());
+        self
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidArgument, message)

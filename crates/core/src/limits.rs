@@ -34,6 +34,18 @@ pub struct Limits {
     pub retention_ms: Millis,
     /// How long an undelivered message that belongs to no session lives.
     pub message_ttl_ms: Millis,
+    /// Most messages a stream reads from the store (or hands over) at a time.
+    pub stream_batch: usize,
+    /// Most messages a subscribed mailbox keeps in memory for live hand-over, and their
+    /// total payload bytes.
+    pub stream_recent_messages: usize,
+    pub stream_recent_bytes: usize,
+    /// Most event types one event subscription may filter on.
+    pub max_event_types: usize,
+    /// Most messages one GetPendingMessages answer holds.
+    pub pending_page: usize,
+    /// Most open sessions (and credentials) the sweeper examines per sweep.
+    pub sweep_batch: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +64,12 @@ impl Default for Limits {
             offline_stall_timeout_ms: 24 * 3600 * 1000,
             retention_ms: 24 * 3600 * 1000,
             message_ttl_ms: 24 * 3600 * 1000,
+            stream_batch: 256,
+            stream_recent_messages: 512,
+            stream_recent_bytes: 8 * 1024 * 1024,
+            max_event_types: 64,
+            pending_page: 1000,
+            sweep_batch: 256,
         }
     }
 }

@@ -106,6 +106,20 @@ pub struct Entry {
     pub error: String,
 }
 
+impl Entry {
+    /// The record of a copy just committed: pending, never delivered.
+    pub fn fresh(message_id: MessageId) -> Entry {
+        Entry {
+            message_id,
+            status: DeliveryStatus::Pending,
+            delivered_at: 0,
+            acknowledged_at: 0,
+            retry_count: 0,
+            error: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Meta {
     last_seq: u64,
@@ -163,14 +177,7 @@ pub fn append(
         meta.last_seq += 1;
         meta.pending += 1;
         let seq = meta.last_seq;
-        let entry = Entry {
-            message_id: id,
-            status: DeliveryStatus::Pending,
-            delivered_at: 0,
-            acknowledged_at: 0,
-            retry_count: 0,
-            error: String::new(),
-        };
+        let entry = Entry::fresh(id);
         let key = addr.entry_key(seq);
         tx.put(Table::Mailbox, &key, &encode(&entry)?)?;
         tx.put(Table::Pending, &key, &[])?;
@@ -209,7 +216,8 @@ pub fn get_message(view: &dyn View, id: &MessageId) -> Result<Option<Message>> {
 pub struct Delivery {
     pub seq: u64,
     pub entry: Entry,
-    pub message: Message,
+    /// Shared: the same message reaches every recipient's stream without a copy.
+    pub message: std::sync::Arc<Message>,
 }
 
 /// The waiting (unacknowledged, not failed) messages of a mailbox with seq > `after_seq`, in
@@ -238,7 +246,7 @@ pub fn pending(
         out.push(Delivery {
             seq,
             entry,
-            message,
+            message: std::sync::Arc::new(message),
         });
     }
     Ok(out)

@@ -106,6 +106,8 @@ pub struct Session {
     pub last_progress_at: Millis,
     pub closed_at: Millis,
     pub failure_reason: String,
+    /// The party a participant blamed when it reported the failure (empty: nobody named).
+    pub failure_culprit: String,
     pub waiting_for: Vec<String>,
     pub public_key: Vec<u8>,
     pub signature: Vec<u8>,
@@ -134,19 +136,28 @@ impl Session {
         })
     }
     fn require_open(&self) -> Result<()> {
-        if self.status.is_closed() {
-            return Err(Error::precondition(format!(
-                "session {} is {}{}",
-                self.id,
-                self.status.as_str(),
-                if self.failure_reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", self.failure_reason)
-                }
-            )));
+        match self.closed_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
+    }
+    /// Why the session no longer takes part in anything, as the error callers get: the
+    /// status, the reason, and the culprit as a field of its own. `None` while open.
+    pub fn closed_error(&self) -> Option<Error> {
+        if !self.status.is_closed() {
+            return None;
+        }
+        let mut why = format!("session {} is {}", self.id, self.status.as_str());
+        if !self.failure_reason.is_empty() {
+            why.push_str(": ");
+            why.push_str(&self.failure_reason);
+        }
+        let e = Error::precondition(why);
+        Some(if self.failure_culprit.is_empty() {
+            e
+        } else {
+            e.with_culprit(self.failure_culprit.clone())
+        })
     }
     /// May `who` read this session's status? Participants, its creator and coordinators.
     pub fn may_view(&self, who: &Principal) -> bool {
@@ -497,6 +508,7 @@ pub fn create(
         last_progress_at: now,
         closed_at: 0,
         failure_reason: String::new(),
+        failure_culprit: String::new(),
         waiting_for: Vec::new(),
         public_key: Vec::new(),
         signature: Vec::new(),
@@ -828,24 +840,36 @@ pub fn close(
 }
 
 /// A participant reports that the protocol failed (a bad signature, a tampered message),
-/// naming the culprit in `reason`. The session fails at once.
+/// naming the `culprit` (a participant's id, or empty). The session fails at once.
 pub fn report_failure(
     tx: &mut dyn Tx,
     who: &Principal,
     session_id: &str,
     reason: &str,
+    culprit: &str,
     now: Millis,
     limits: &Limits,
 ) -> Result<Wakeups> {
     validate::text("reason", reason, 1024)?;
+    validate::text("culprit", culprit, 128)?;
     let mut s = require(tx, session_id)?;
     s.require_participant(who)?;
     s.require_open()?;
+    if !culprit.is_empty() && !s.is_participant(culprit) && culprit != s.creator {
+        return Err(Error::invalid(format!(
+            "culprit {culprit:?} is neither a participant nor the creator of session {session_id}"
+        )));
+    }
+    s.failure_culprit = culprit.to_string();
     close(
         tx,
         &mut s,
         SessionStatus::Failed,
-        format!("{} reported: {reason}", who.id),
+        if culprit.is_empty() {
+            format!("{} reported: {reason}", who.id)
+        } else {
+            format!("{} reported: {reason} (culprit: {culprit})", who.id)
+        },
         now,
         limits,
     )

@@ -1,9 +1,12 @@
 //! Cohort's cryptography: thin wrappers over audited crates, never hand-rolled primitives.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "seal")]
 pub mod envelope;
 pub mod identity;
+#[cfg(feature = "keystore")]
 pub mod keystore;
+#[cfg(feature = "seal")]
 pub mod seal;
 
 /// Why a cryptographic check failed. Deliberately coarse: callers report, they don't branch.

@@ -1,14 +1,13 @@
-//! Cohort's relay: [`relay::Relay`], the application service over the core and a store, and
-//! the wire fronts that translate their protocols into calls on it.
+//! The composition of a relay: configuration, the store it opens, the application service
+//! ([`cohort_relay::Relay`]) and the fronts it serves ([`cohort_grpc`]), the metrics endpoint,
+//! and an orderly shutdown. The `cohort` binary and the integration tests start relays
+//! through [`start`].
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod grpc;
-pub mod metrics;
-pub mod relay;
+mod http;
 pub mod serve;
-pub mod wake;
 
+pub use cohort_relay::Relay;
 pub use config::Config;
-pub use relay::Relay;
 pub use serve::{start, Running};

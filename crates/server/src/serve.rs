@@ -5,25 +5,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cohort_core::store::Store;
 use cohort_crypto::identity::IdentityKey;
+use cohort_grpc::GrpcOptions;
+use cohort_relay::Relay;
 use cohort_store::{Durability, SqliteStore, StoreOptions};
-use cohort_wire::cohort::{
-    admin_server::AdminServer, auth_server::AuthServer, keys_server::KeysServer,
-    sessions_server::SessionsServer,
-};
-use cohort_wire::router::message_router_server::MessageRouterServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, COORDINATOR_KEY_FILE};
-use crate::grpc::Services;
-use crate::metrics;
-use crate::relay::Relay;
-
-/// Largest gRPC message accepted: the payload cap plus room for the envelope.
-fn max_message_bytes(config: &Config) -> usize {
-    config.limits.max_payload_bytes + 64 * 1024
-}
+use crate::http;
 
 /// A running relay.
 pub struct Running {
@@ -32,9 +23,8 @@ pub struct Running {
     pub relay: Arc<Relay>,
     /// Where the coordinator key was created on this start, if it was.
     pub created_coordinator_key: Option<std::path::PathBuf>,
-    store: Arc<SqliteStore>,
     tasks: Vec<JoinHandle<()>>,
-    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    grpc: JoinHandle<Result<(), String>>,
 }
 
 /// Reads the coordinator key in `data_dir`, creating it (mode 0600) if missing. Returns the key
@@ -99,7 +89,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
     } else {
         Durability::Full
     };
-    let store = Arc::new(
+    let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(
             &config.database_path(),
             StoreOptions {
@@ -109,7 +99,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         )
         .map_err(|e| e.message)?,
     );
-    let relay = Relay::new(store.clone(), config.limits.clone(), keys);
+    let relay = Relay::new(store, config.limits.clone(), keys);
 
     let listener = TcpListener::bind(config.grpc_addr).await.map_err(|e| {
         format!(
@@ -121,11 +111,11 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let mut tasks = Vec::new();
     let metrics_addr = match config.metrics_addr {
         Some(addr) => {
-            let l = metrics::bind(addr).await.map_err(|e| {
+            let l = http::bind(addr).await.map_err(|e| {
                 format!("cannot listen for metrics on {addr}: {e}; choose another with metrics_addr or COHORT_METRICS_ADDR (empty turns it off)")
             })?;
             let bound = l.local_addr().map_err(|e| e.to_string())?;
-            tasks.push(tokio::spawn(metrics::serve(relay.clone(), l)));
+            tasks.push(tokio::spawn(http::serve(relay.clone(), l)));
             Some(bound)
         }
         None => None,
@@ -134,42 +124,16 @@ pub async fn start(config: Config) -> Result<Running, String> {
         Duration::from_millis(config.sweep_interval_ms.max(10)),
     )));
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<MessageRouterServer<crate::grpc::RouterService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cohort_wire::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| format!("cannot build gRPC reflection: {e}"))?;
-
-    let max = max_message_bytes(&config);
-    let s = Services::new(relay.clone());
-    let mut stop = relay.shutdown_signal();
-    // Without TCP_NODELAY, Nagle and delayed ACKs hold small responses and stream frames for
-    // tens of ms. The builder's `tcp_nodelay` covers only sockets tonic binds itself, so set
-    // it on the incoming stream of the listener bound above.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .add_service(MessageRouterServer::new(s.router).max_decoding_message_size(max))
-        .add_service(AuthServer::new(s.auth))
-        .add_service(SessionsServer::new(s.sessions).max_decoding_message_size(max))
-        .add_service(KeysServer::new(s.keys))
-        .add_service(AdminServer::new(s.admin))
-        .add_service(health_service)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.wait_for(|v| *v).await;
-        });
-    let grpc = tokio::spawn(grpc);
+    let grpc = tokio::spawn(cohort_grpc::serve(
+        relay.clone(),
+        listener,
+        GrpcOptions::for_relay(&relay),
+    ));
     Ok(Running {
         grpc_addr,
         metrics_addr,
         relay,
         created_coordinator_key,
-        store,
         tasks,
         grpc,
     })
@@ -183,17 +147,12 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
-        let Running { relay, store, .. } = self;
-        drop(relay);
         match served {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC front ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "gRPC front task failed"),
         }
-        match Arc::try_unwrap(store) {
-            Ok(store) => store.close().await.map_err(|e| e.message),
-            Err(_) => Ok(()), // still referenced by a straggling task; its writer finishes on drop
-        }
+        self.relay.close().await.map_err(|e| e.message)
     }
 }
 

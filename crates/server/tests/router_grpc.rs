@@ -715,6 +715,31 @@ async fn report_failure_fails_the_session_at_once_naming_the_culprit() {
     );
     assert!(summary.failure_reason.contains("round 1: bad signature"));
     assert!(summary.failure_reason.contains("culprit: bob"));
+    assert_eq!(
+        summary.failure_culprit, "bob",
+        "the culprit is a field, not only text"
+    );
+    // A call on the failed session names the culprit as a field of the status too.
+    let refused = b
+        .router()
+        .route_message(RouteMessageRequest {
+            session_id: s.session_id.clone(),
+            from_party: "bob".into(),
+            to_parties: vec!["alice".into()],
+            round_number: 2,
+            message_type: "late".into(),
+            payload: b"late".to_vec(),
+        })
+        .await
+        .expect_err("the session is failed");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(
+        refused
+            .metadata()
+            .get("cohort-culprit")
+            .and_then(|v| v.to_str().ok()),
+        Some("bob")
+    );
     next_event(&mut events, "session_failed", &s.session_id).await;
     assert_eq!(
         delivery_of(&message_status(&b, &id, &s.session_id).await, "alice").status,
@@ -1001,10 +1026,26 @@ async fn directory_heartbeat_and_encryption_keys() {
     let bob = &delegates.parties[0];
     assert_eq!(bob.party_id, "bob");
     assert_eq!(bob.role, "delegate");
-    let n = bob.notification.as_ref().expect("notification");
+    assert!(
+        bob.notification.is_none(),
+        "a party that is not a coordinator sees no contact details"
+    );
+    assert!(bob.last_seen_at >= bob.registered_at);
+    let seen_by_coordinator = coord
+        .router()
+        .get_registered_parties(GetRegisteredPartiesRequest {
+            role_filter: "delegate".into(),
+            only_online: false,
+        })
+        .await
+        .expect("GetRegisteredParties")
+        .into_inner();
+    let n = seen_by_coordinator.parties[0]
+        .notification
+        .as_ref()
+        .expect("a coordinator sees contact details");
     assert_eq!(n.email, "bob@example.org");
     assert_eq!(n.push_token, "fcm-token");
-    assert!(bob.last_seen_at >= bob.registered_at);
 
     // Heartbeat: server time and backlog (session messages, not events).
     let s = create_session(&coord, &[&a, &b]).await;

@@ -222,8 +222,11 @@ async fn hold_writer(
 ) {
     let (release, wait) = mpsc::channel::<()>();
     let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let mut started = Some(started);
     let held = store.write(move |_tx| {
-        let _ = started.send(());
+        if let Some(started) = started.take() {
+            let _ = started.send(());
+        }
         let _ = wait.recv();
         Ok(())
     });

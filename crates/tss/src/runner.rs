@@ -212,7 +212,7 @@ impl PartyNode {
                     // A call failed as the relay restarted or the connection dropped. Run
                     // again, as a restarted party would: nothing was acknowledged, and what
                     // this party sends comes out the same (persisted seed and nonce).
-                    Err(RunError::Relay(e)) if relay_hiccup(&e) => {
+                    Err(RunError::Relay(e)) if e.is_transient() => {
                         tracing::info!(session = %sid, error = %e, "relay call failed mid-session; running the session again");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(5));
@@ -296,7 +296,7 @@ impl PartyNode {
         match self.run(session_id, join_token).await {
             // FAILED_PRECONDITION from a party's call means the session is closed (failed or
             // expired, perhaps while this party was down): nothing of it can be resumed.
-            Err(RunError::Relay(e)) if e.code() == Some(tonic_code_failed_precondition()) => {
+            Err(RunError::Relay(e)) if e.is_session_closed() => {
                 self.forget(session_id);
                 Err(closed_elsewhere(session_id, &e))
             }
@@ -451,7 +451,7 @@ impl PartyNode {
                     );
                     return self.fail(&sid, reason, Some(r.culprit.clone())).await;
                 }
-                Err(e) if e.code() == Some(tonic_code_failed_precondition()) => {
+                Err(e) if e.is_session_closed() => {
                     self.forget(&sid);
                     return Err(closed_elsewhere(&sid, &e));
                 }
@@ -558,39 +558,12 @@ impl Drop for ActiveGuard {
     }
 }
 
-fn tonic_code_failed_precondition() -> tonic::Code {
-    tonic::Code::FailedPrecondition
-}
-
-/// An error a relay restart or a dropped connection causes (a call in flight when the relay
-/// went away can fail INTERNAL "h2 protocol error", not only UNAVAILABLE).
-fn relay_hiccup(e: &ClientError) -> bool {
-    use tonic::Code;
-    matches!(
-        e.code(),
-        Some(
-            Code::Unavailable
-                | Code::Unknown
-                | Code::Internal
-                | Code::Cancelled
-                | Code::DeadlineExceeded
-                | Code::Aborted
-        )
-    )
-}
-
 /// The session was closed by someone else (another party reported a failure, it expired).
 fn closed_elsewhere(sid: &str, e: &ClientError) -> RunError {
-    let text = e.to_string();
-    let culprit = text
-        .split("(culprit: ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .map(str::to_string);
     RunError::Failed {
         session: sid.to_string(),
-        reason: text,
-        culprit,
+        reason: e.to_string(),
+        culprit: e.culprit().map(str::to_string),
     }
 }
 

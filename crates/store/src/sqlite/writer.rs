@@ -136,7 +136,7 @@ impl Writer {
     /// Runs one closure under a savepoint. Returns the closure's result and whether the group
     /// transaction is still usable: SQLite rolls the whole transaction back on some I/O
     /// errors, and then no closure of the group can commit.
-    fn run_in_savepoint(&self, f: WriteFn) -> (AnyResult, Result<(), Error>) {
+    fn run_in_savepoint(&self, mut f: WriteFn) -> (AnyResult, Result<(), Error>) {
         if let Err(e) = exec(&self.conn, "SAVEPOINT write") {
             let e = runtime("open a savepoint", &e);
             return (Err(e.clone()), Err(e));

@@ -165,9 +165,7 @@ impl TestRelay {
             .as_ref()
             .expect("the relay is running")
             .relay
-            .metrics
-            .messages_routed
-            .get()
+            .messages_routed()
     }
 
     /// Waits until RouteMessage has accepted at least `n` messages since the relay started.
@@ -184,8 +182,7 @@ impl TestRelay {
             .as_ref()
             .expect("the relay is running")
             .relay
-            .wakeups
-            .live_subscribers()
+            .live_streams()
     }
 
     /// Waits until the relay serves exactly `n` streams. Session events are consumed when

@@ -7,7 +7,7 @@ use cohort_wire::cohort::{ServerInfoRequest, ServerInfoResponse};
 use tonic::{Request, Response, Status};
 
 use super::{principal, status};
-use crate::relay::{now_ms, Relay};
+use cohort_relay::{now_ms, Relay};
 
 pub struct AdminService {
     pub relay: Arc<Relay>,

@@ -15,10 +15,6 @@ use std::sync::{Arc, Mutex};
 use cohort_core::mailbox::{MailboxAddr, Message};
 use tokio::sync::watch;
 
-/// Most messages kept in memory per subscribed mailbox, and most payload bytes.
-const RECENT_MESSAGES: usize = 512;
-const RECENT_BYTES: usize = 8 * 1024 * 1024;
-
 struct Slot {
     tx: watch::Sender<u64>,
     recent: BTreeMap<u64, Arc<Message>>,
@@ -26,10 +22,10 @@ struct Slot {
 }
 
 impl Slot {
-    fn keep(&mut self, seq: u64, message: Arc<Message>) {
+    fn keep(&mut self, seq: u64, message: Arc<Message>, max: (usize, usize)) {
         self.recent_bytes += message.payload.len();
         self.recent.insert(seq, message);
-        while self.recent.len() > RECENT_MESSAGES || self.recent_bytes > RECENT_BYTES {
+        while self.recent.len() > max.0 || self.recent_bytes > max.1 {
             match self.recent.pop_first() {
                 Some((_, m)) => self.recent_bytes -= m.payload.len(),
                 None => break,
@@ -38,22 +34,30 @@ impl Slot {
     }
 }
 
-#[derive(Default)]
-pub struct Wakeups {
+pub(crate) struct Wakeups {
     channels: Mutex<HashMap<MailboxAddr, Slot>>,
+    /// Most messages, and payload bytes, kept in memory per subscribed mailbox.
+    recent_max: (usize, usize),
 }
 
 /// A live subscription to one mailbox; dropping it lets the channel be reclaimed.
-pub struct Subscription {
-    pub rx: watch::Receiver<u64>,
+pub(crate) struct Subscription {
+    pub(crate) rx: watch::Receiver<u64>,
 }
 
 impl Wakeups {
+    pub(crate) fn new(recent_messages: usize, recent_bytes: usize) -> Self {
+        Wakeups {
+            channels: Mutex::new(HashMap::new()),
+            recent_max: (recent_messages, recent_bytes),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MailboxAddr, Slot>> {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn subscribe(&self, addr: &MailboxAddr) -> Subscription {
+    pub(crate) fn subscribe(&self, addr: &MailboxAddr) -> Subscription {
         let mut map = self.lock();
         // Reclaim channels whose subscribers are all gone, so the map tracks live streams only.
         if map.len() > 1024 && map.len().is_power_of_two() {
@@ -70,7 +74,7 @@ impl Wakeups {
     }
 
     /// Wakes the subscribers of every address in `addrs`.
-    pub fn notify(&self, addrs: &[MailboxAddr]) {
+    pub(crate) fn notify(&self, addrs: &[MailboxAddr]) {
         if addrs.is_empty() {
             return;
         }
@@ -83,12 +87,12 @@ impl Wakeups {
     }
 
     /// Hands a just-committed message to the subscribers of its recipients, and wakes them.
-    pub fn deliver(&self, message: &Arc<Message>) {
+    pub(crate) fn deliver(&self, message: &Arc<Message>) {
         let mut map = self.lock();
         for (addr, seq) in &message.recipients {
             if let Some(slot) = map.get_mut(addr) {
                 if slot.tx.receiver_count() > 0 {
-                    slot.keep(*seq, message.clone());
+                    slot.keep(*seq, message.clone(), self.recent_max);
                 }
                 slot.tx.send_modify(|v| *v = v.wrapping_add(1));
             }
@@ -97,7 +101,7 @@ impl Wakeups {
 
     /// The messages of `addr` with seqs `after + 1, after + 2, ...` held in memory, stopping
     /// at the first gap, at most `limit`. Forgets those at or below `after`.
-    pub fn recent_run(
+    pub(crate) fn recent_run(
         &self,
         addr: &MailboxAddr,
         after: u64,
@@ -127,7 +131,7 @@ impl Wakeups {
     }
 
     /// How many of `addrs` have at least one live subscriber.
-    pub fn live_count(&self, addrs: &[MailboxAddr]) -> usize {
+    pub(crate) fn live_count(&self, addrs: &[MailboxAddr]) -> usize {
         let map = self.lock();
         addrs
             .iter()
@@ -136,7 +140,7 @@ impl Wakeups {
     }
 
     /// Live subscribers in total (for metrics).
-    pub fn live_subscribers(&self) -> usize {
+    pub(crate) fn live_subscribers(&self) -> usize {
         let map = self.lock();
         map.values().map(|s| s.tx.receiver_count()).sum()
     }
@@ -163,7 +167,7 @@ mod tests {
 
     #[test]
     fn recent_run_stops_at_the_first_gap_and_forgets_what_was_passed() {
-        let w = Wakeups::default();
+        let w = Wakeups::new(512, 1 << 20);
         let addr = MailboxAddr::new("b", b"c".to_vec());
         let _sub = w.subscribe(&addr);
         for seq in [3, 1, 2, 5] {
@@ -178,7 +182,7 @@ mod tests {
 
     #[test]
     fn mailboxes_without_subscribers_keep_nothing() {
-        let w = Wakeups::default();
+        let w = Wakeups::new(512, 1 << 20);
         let addr = MailboxAddr::new("b", b"c".to_vec());
         w.deliver(&msg(&[(addr.clone(), 1)]));
         let _sub = w.subscribe(&addr);

@@ -19,7 +19,11 @@ use rand::RngCore;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::notify::{LocalNotifier, Notifier};
 use crate::wake::{Subscription, Wakeups};
+
+/// Most resolved tokens kept in memory.
+const TOKEN_CACHE_CAP: usize = 100_000;
 
 pub fn now_ms() -> Millis {
     SystemTime::now()
@@ -34,13 +38,22 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// A directory entry as a caller may see it.
+#[derive(Debug, Clone)]
+pub struct PartyView {
+    /// Contact details (`notification`) are kept only for coordinators.
+    pub party: Party,
+    pub online: bool,
+}
+
 /// The application service shared by every front.
 pub struct Relay {
     store: Arc<dyn Store>,
-    pub limits: Limits,
+    limits: Limits,
     coordinator_keys: Vec<[u8; 32]>,
-    pub wakeups: Wakeups,
-    pub metrics: Metrics,
+    pub(crate) wakeups: Wakeups,
+    notifier: Arc<dyn Notifier>,
+    pub(crate) metrics: Metrics,
     /// Resolved tokens, by hash: tokens cannot be revoked before expiry, so caching is exact.
     token_cache: Mutex<HashMap<[u8; 32], (Principal, Millis)>>,
     shutdown: watch::Sender<bool>,
@@ -52,11 +65,23 @@ impl Relay {
         limits: Limits,
         coordinator_keys: Vec<[u8; 32]>,
     ) -> Arc<Relay> {
+        Self::with_notifier(store, limits, coordinator_keys, Arc::new(LocalNotifier))
+    }
+
+    /// As [`Relay::new`], telling other nodes of every commit through `notifier`.
+    pub fn with_notifier(
+        store: Arc<dyn Store>,
+        limits: Limits,
+        coordinator_keys: Vec<[u8; 32]>,
+        notifier: Arc<dyn Notifier>,
+    ) -> Arc<Relay> {
+        let wakeups = Wakeups::new(limits.stream_recent_messages, limits.stream_recent_bytes);
         Arc::new(Relay {
             store,
             limits,
             coordinator_keys,
-            wakeups: Wakeups::default(),
+            notifier,
+            wakeups,
             metrics: Metrics::default(),
             token_cache: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
@@ -73,8 +98,60 @@ impl Relay {
         self.shutdown.subscribe()
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Closes the store (flush, checkpoint); call after every front has stopped.
+    pub async fn close(&self) -> Result<()> {
+        self.store.close().await
+    }
+
+    /// Wakes the subscribers of `touched`, here and (through the notifier) on other nodes.
+    fn changed(&self, touched: &[MailboxAddr]) {
+        if touched.is_empty() {
+            return;
+        }
+        self.wakeups.notify(touched);
+        self.notifier.publish(touched);
+    }
+
+    /// Another node committed changes to `touched`: wake the subscribers here.
+    pub fn changed_elsewhere(&self, touched: &[MailboxAddr]) {
+        self.wakeups.notify(touched);
+    }
+
+    /// Messages accepted for routing since this relay started.
+    pub fn messages_routed(&self) -> u64 {
+        self.metrics.messages_routed.get()
+    }
+
+    /// Streams (mailboxes, session events) being served right now.
+    pub fn live_streams(&self) -> usize {
+        self.wakeups.live_subscribers()
+    }
+
+    /// Prometheus' text exposition of the relay's metrics.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(self.wakeups.live_subscribers())
+    }
+
+    /// Records a refused call: counted by method and code, logged with the party and reason.
+    /// Fronts call this for every refusal they answer; never pass a token, key or payload.
+    pub fn refused(&self, method: &str, party: Option<&str>, code: &str, reason: &str) {
+        self.metrics
+            .refusals
+            .get_or_create(&vec![
+                ("method".to_string(), method.to_string()),
+                ("code".to_string(), code.to_string()),
+            ])
+            .inc();
+        let party = party.unwrap_or("-");
+        if code == "Internal" || code == "internal" {
+            tracing::error!(method, party, code, reason, "call failed");
+        } else {
+            tracing::info!(method, party, code, reason, "call refused");
+        }
     }
 
     // ---- identity -------------------------------------------------------------------
@@ -145,8 +222,13 @@ impl Relay {
             .read(move |v| identity::authenticate_with_expiry(v, &token, now))
             .await?;
         let mut cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 100_000 {
+        if cache.len() >= TOKEN_CACHE_CAP {
             cache.retain(|_, (_, e)| *e >= now);
+            // Still full of live tokens: start over rather than scan again on every miss, so
+            // the scan costs O(1) per insert amortised. Evicted tokens are read from the store.
+            if cache.len() >= TOKEN_CACHE_CAP / 2 {
+                cache.clear();
+            }
         }
         cache.insert(hash, (p.clone(), exp));
         Ok(p)
@@ -162,31 +244,57 @@ impl Relay {
     ) -> Result<Party> {
         self.store
             .write(move |tx| {
-                identity::register(tx, &who, &party_id, &role, &version, notification, now_ms())
+                identity::register(
+                    tx,
+                    &who,
+                    &party_id,
+                    &role,
+                    &version,
+                    notification.clone(),
+                    now_ms(),
+                )
             })
             .await
     }
 
     /// Heartbeat; returns the number of messages waiting for the party.
     pub async fn heartbeat(&self, who: Principal, party_id: String) -> Result<u64> {
-        let pid = party_id.clone();
         self.store
-            .write(move |tx| identity::heartbeat(tx, &who, &pid, now_ms()))
-            .await?;
-        self.store
-            .read(move |v| {
-                let all = mailbox::pending_count_for_owner(v, &party_id)?;
-                let events = mailbox::pending_count(v, &MailboxAddr::events(&party_id))?;
+            .write(move |tx| {
+                identity::heartbeat(tx, &who, &party_id, now_ms())?;
+                let all = mailbox::pending_count_for_owner(tx, &party_id)?;
+                let events = mailbox::pending_count(tx, &MailboxAddr::events(&party_id))?;
                 Ok(all.saturating_sub(events))
             })
             .await
     }
 
-    pub async fn parties(&self, role_filter: String, only_online: bool) -> Result<Vec<Party>> {
+    /// The directory as `who` may see it: contact details only for coordinators.
+    pub async fn parties(
+        &self,
+        who: &Principal,
+        role_filter: String,
+        only_online: bool,
+    ) -> Result<Vec<PartyView>> {
         let limits = self.limits.clone();
-        self.store
-            .read(move |v| identity::list_parties(v, &role_filter, only_online, now_ms(), &limits))
-            .await
+        let now = now_ms();
+        let parties = self
+            .store
+            .read(move |v| identity::list_parties(v, &role_filter, only_online, now, &limits))
+            .await?;
+        let may_see_contacts = who.coordinator;
+        Ok(parties
+            .into_iter()
+            .map(|mut party| {
+                if !may_see_contacts {
+                    party.notification = None;
+                }
+                PartyView {
+                    online: party.online(now, &self.limits),
+                    party,
+                }
+            })
+            .collect())
     }
 
     pub async fn publish_encryption_key(
@@ -234,10 +342,10 @@ impl Relay {
             .store
             .write(move |tx| {
                 let mut entropy = |b: &mut [u8]| rand::rngs::OsRng.fill_bytes(b);
-                session::create(tx, &who, req, &mut entropy, now_ms(), &limits)
+                session::create(tx, &who, req.clone(), &mut entropy, now_ms(), &limits)
             })
             .await?;
-        self.wakeups.notify(&wake);
+        self.changed(&wake);
         if created {
             self.metrics.sessions_created.inc();
         }
@@ -262,13 +370,13 @@ impl Relay {
                     &session_id,
                     &party_id,
                     &token,
-                    device,
+                    device.clone(),
                     now_ms(),
                     &limits,
                 )
             })
             .await?;
-        self.wakeups.notify(&wake);
+        self.changed(&wake);
         Ok(s)
     }
 
@@ -285,7 +393,7 @@ impl Relay {
                 session::mark_ready(tx, &who, &session_id, &party_id, now_ms(), &limits)
             })
             .await?;
-        self.wakeups.notify(&wake);
+        self.changed(&wake);
         Ok(all)
     }
 
@@ -305,13 +413,13 @@ impl Relay {
                     &who,
                     &session_id,
                     &party_id,
-                    report,
+                    report.clone(),
                     now_ms(),
                     &limits,
                 )
             })
             .await?;
-        self.wakeups.notify(&wake);
+        self.changed(&wake);
         Ok(all)
     }
 
@@ -320,15 +428,16 @@ impl Relay {
         who: Principal,
         session_id: String,
         reason: String,
+        culprit: String,
     ) -> Result<()> {
         let limits = self.limits.clone();
         let wake = self
             .store
             .write(move |tx| {
-                session::report_failure(tx, &who, &session_id, &reason, now_ms(), &limits)
+                session::report_failure(tx, &who, &session_id, &reason, &culprit, now_ms(), &limits)
             })
             .await?;
-        self.wakeups.notify(&wake);
+        self.changed(&wake);
         Ok(())
     }
 
@@ -356,7 +465,9 @@ impl Relay {
         share: DelegateShare,
     ) -> Result<()> {
         self.store
-            .write(move |tx| session::submit_delegate_share_to(tx, &who, &session_id, share))
+            .write(move |tx| {
+                session::submit_delegate_share_to(tx, &who, &session_id, share.clone())
+            })
             .await
     }
 
@@ -375,9 +486,9 @@ impl Relay {
         let limits = self.limits.clone();
         let (_, wake) = self
             .store
-            .write(move |tx| session::publish(tx, &who, event, now_ms(), &limits))
+            .write(move |tx| session::publish(tx, &who, event.clone(), now_ms(), &limits))
             .await?;
-        self.wakeups.notify(&wake);
+        self.changed(&wake);
         Ok(self.wakeups.live_count(&wake))
     }
 
@@ -391,18 +502,20 @@ impl Relay {
         let id = mailbox::new_message_id(now_ms());
         let (message, _wake) = self
             .store
-            .write(move |tx| session::route(tx, &who, req, id, now_ms(), &limits))
+            .write(move |tx| session::route(tx, &who, req.clone(), id, now_ms(), &limits))
             .await?;
         // The wakeups are exactly the message's recipients; hand it over in memory too.
         let message = Arc::new(message);
         self.wakeups.deliver(&message);
+        let touched: Vec<MailboxAddr> = message.recipients.iter().map(|(a, _)| a.clone()).collect();
+        self.notifier.publish(&touched);
         self.metrics.messages_routed.inc();
         self.metrics.payload_bytes.inc_by(bytes);
         Ok(mailbox::message_id_string(&message.id))
     }
 
     /// Checks that `who` may read `party_id`'s mailbox for `session_id`, and returns it.
-    pub async fn session_mailbox(
+    pub(crate) async fn session_mailbox(
         &self,
         who: Principal,
         session_id: String,
@@ -413,38 +526,16 @@ impl Relay {
             .await
     }
 
-    /// If the session is closed, why (`session <id> is failed: <reason>`); `None` while open.
-    pub async fn session_closed(&self, session_id: String) -> Result<Option<String>> {
+    /// If the session is closed, the error that says why (with the culprit, if one was named).
+    pub(crate) async fn session_closed(&self, session_id: String) -> Result<Option<Error>> {
         self.store
-            .read(move |v| {
-                let s = session::require(v, &session_id)?;
-                Ok(s.status.is_closed().then(|| {
-                    let mut why = format!("session {} is {}", s.id, s.status.as_str());
-                    if !s.failure_reason.is_empty() {
-                        why.push_str(": ");
-                        why.push_str(&s.failure_reason);
-                    }
-                    why
-                }))
-            })
+            .read(move |v| Ok(session::require(v, &session_id)?.closed_error()))
             .await
     }
 
-    /// Waiting messages after `after_seq`, without changing their status.
-    pub async fn peek(
-        &self,
-        addr: MailboxAddr,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<Delivery>> {
-        self.store
-            .read(move |v| mailbox::pending(v, &addr, after_seq, limit))
-            .await
-    }
-
-    /// As [`Relay::peek`], with the mailbox's last seq in the same snapshot: when fewer than
+    /// Waiting messages after `after_seq` (unchanged), with the mailbox's last seq in the same snapshot: when fewer than
     /// `limit` came back, nothing up to that seq is waiting beyond them.
-    pub async fn peek_with_last_seq(
+    pub(crate) async fn peek_with_last_seq(
         &self,
         addr: MailboxAddr,
         after_seq: u64,
@@ -458,24 +549,31 @@ impl Relay {
             .await
     }
 
-    /// GetPendingMessages: also marks what it returns as delivered.
+    /// GetPendingMessages: waiting messages of `party_id`'s mailbox in `session_id` created
+    /// after `after_timestamp`, at most `pending_page` of them, marked delivered.
     pub async fn pending_after(
         &self,
-        addr: MailboxAddr,
+        who: Principal,
+        session_id: String,
+        party_id: String,
         after_timestamp: Millis,
-        limit: usize,
     ) -> Result<Vec<Delivery>> {
-        let a = addr.clone();
+        let limit = self.limits.pending_page;
         let out = self
             .store
-            .read(move |v| delivery::pending_after(v, &a, after_timestamp, limit))
+            .write(move |tx| {
+                let addr = delivery::session_mailbox(tx, &who, &session_id, &party_id)?;
+                let out = delivery::pending_after(tx, &addr, after_timestamp, limit)?;
+                let seqs: Vec<u64> = out.iter().map(|d| d.seq).collect();
+                mailbox::mark_delivered(tx, &addr, &seqs, now_ms())?;
+                Ok(out)
+            })
             .await?;
-        self.mark_delivered(addr, out.iter().map(|d| d.seq).collect())
-            .await?;
+        self.metrics.messages_delivered.inc_by(out.len() as u64);
         Ok(out)
     }
 
-    pub async fn mark_delivered(&self, addr: MailboxAddr, seqs: Vec<u64>) -> Result<()> {
+    pub(crate) async fn mark_delivered(&self, addr: MailboxAddr, seqs: Vec<u64>) -> Result<()> {
         if seqs.is_empty() {
             return Ok(());
         }
@@ -487,16 +585,29 @@ impl Relay {
         Ok(())
     }
 
-    /// Removes consumed messages (session events once pushed).
-    pub async fn consume(&self, ids: Vec<mailbox::MessageId>) -> Result<()> {
+    /// Settles a batch of pushed events in one transaction: `shown` are marked delivered,
+    /// `expired` (past their session's expiry) removed.
+    pub(crate) async fn settle_events(
+        &self,
+        addr: MailboxAddr,
+        shown: Vec<u64>,
+        expired: Vec<mailbox::MessageId>,
+    ) -> Result<()> {
+        if shown.is_empty() && expired.is_empty() {
+            return Ok(());
+        }
+        let n = shown.len() as u64;
         self.store
             .write(move |tx| {
-                for id in &ids {
+                mailbox::mark_delivered(tx, &addr, &shown, now_ms())?;
+                for id in &expired {
                     mailbox::remove_message(tx, id)?;
                 }
                 Ok(())
             })
-            .await
+            .await?;
+        self.metrics.messages_delivered.inc_by(n);
+        Ok(())
     }
 
     pub async fn acknowledge(
@@ -538,7 +649,7 @@ impl Relay {
             .await
     }
 
-    pub fn subscribe(&self, addr: &MailboxAddr) -> Subscription {
+    pub(crate) fn subscribe(&self, addr: &MailboxAddr) -> Subscription {
         self.wakeups.subscribe(addr)
     }
 
@@ -551,12 +662,12 @@ impl Relay {
             .store
             .write(move |tx| {
                 let now = now_ms();
-                let out = session::sweep(tx, now, &limits, 256)?;
-                identity::sweep_credentials(tx, now, 256)?;
+                let out = session::sweep(tx, now, &limits, limits.sweep_batch)?;
+                identity::sweep_credentials(tx, now, limits.sweep_batch)?;
                 Ok(out)
             })
             .await?;
-        self.wakeups.notify(&out.wakeups);
+        self.changed(&out.wakeups);
         for id in &out.expired {
             tracing::info!(session = %id, "session expired");
         }

@@ -12,7 +12,7 @@ use cohort_wire::cohort::{
 use tonic::{Request, Response, Status};
 
 use super::{limit, principal, status};
-use crate::relay::Relay;
+use cohort_relay::Relay;
 
 pub struct SessionsService {
     pub relay: Arc<Relay>,
@@ -42,6 +42,7 @@ pub fn summary(s: Session) -> SessionSummary {
         created_at: s.created_at,
         expires_at: s.expires_at,
         failure_reason: s.failure_reason,
+        failure_culprit: s.failure_culprit,
         waiting_for: s.waiting_for,
         public_key: s.public_key,
         signature: s.signature,
@@ -160,14 +161,8 @@ impl Sessions for SessionsService {
         let who = principal(&self.relay, &req).await?;
         let r = req.into_inner();
         who.must_be("party_id", &r.party_id).map_err(status)?;
-        cohort_core::validate::text("culprit", &r.culprit, 128).map_err(status)?;
-        let reason = if r.culprit.is_empty() {
-            r.reason
-        } else {
-            format!("{} (culprit: {})", r.reason, r.culprit)
-        };
         self.relay
-            .report_failure(who, r.session_id, reason)
+            .report_failure(who, r.session_id, r.reason, r.culprit)
             .await
             .map_err(status)?;
         Ok(Response::new(ReportFailureResponse {}))

@@ -1,26 +1,34 @@
 //! The gRPC front: `mpc.router.v1.MessageRouter` plus Cohort's `cohort.v1` services.
-//! Each file holds one service: decode, authenticate, call the [`Relay`], encode.
+//! Each file holds one service: decode, authenticate, call the [`Relay`], encode. Streams
+//! come from the relay's delivery engine ([`cohort_relay::feed`]); this crate only encodes.
+#![forbid(unsafe_code)]
 
+mod access;
 mod admin;
 mod auth;
 mod keys;
 mod router;
+mod serve;
 mod sessions;
 
 use std::sync::Arc;
 
 use cohort_core::{Error, ErrorKind, Principal};
+use cohort_relay::Relay;
 use tonic::{Request, Status};
-
-use crate::relay::Relay;
 
 pub use admin::AdminService;
 pub use auth::AuthService;
 pub use keys::KeysService;
 pub use router::RouterService;
+pub use serve::{serve, GrpcOptions};
 pub use sessions::SessionsService;
 
-/// The core's error in gRPC's form.
+/// Metadata key naming the party to blame when a call or stream ends because its session
+/// failed with a culprit (the reason text says it too; this is the field to read).
+pub const CULPRIT_METADATA: &str = "cohort-culprit";
+
+/// The core's error in gRPC's form: the one place codes are mapped.
 pub fn status(e: Error) -> Status {
     let code = match e.kind {
         ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
@@ -33,13 +41,17 @@ pub fn status(e: Error) -> Status {
         ErrorKind::Unavailable => tonic::Code::Unavailable,
         ErrorKind::Internal => tonic::Code::Internal,
     };
-    if e.kind == ErrorKind::Internal {
-        tracing::error!(error = %e.message, "internal error");
+    let mut status = Status::new(code, e.message);
+    if let Some(culprit) = e.culprit {
+        if let Ok(v) = culprit.parse() {
+            status.metadata_mut().insert(CULPRIT_METADATA, v);
+        }
     }
-    Status::new(code, e.message)
+    status
 }
 
-/// Resolves the `authorization: Bearer <token>` metadata of a request to its principal.
+/// Resolves the `authorization: Bearer <token>` metadata of a request to its principal, and
+/// records who is calling for the access log.
 pub async fn principal<T>(relay: &Relay, req: &Request<T>) -> Result<Principal, Status> {
     let Some(value) = req.metadata().get("authorization") else {
         return Err(Status::unauthenticated(
@@ -55,7 +67,9 @@ pub async fn principal<T>(relay: &Relay, req: &Request<T>) -> Result<Principal, 
         .ok_or_else(|| {
             Status::unauthenticated("authorization metadata must be `Bearer <token>`")
         })?;
-    relay.authenticate(token.trim()).await.map_err(status)
+    let who = relay.authenticate(token.trim()).await.map_err(status)?;
+    access::record_caller(&who.id);
+    Ok(who)
 }
 
 /// Turns an i32 count from the wire into a bounded usize.

@@ -4,11 +4,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use cohort_core::identity::NotificationChannel as CoreNotification;
-use cohort_core::mailbox::{self, Delivery, MailboxAddr};
+use cohort_core::mailbox::{self, Delivery};
 use cohort_core::session::{
     DelegateShare as CoreDelegateShare, DeviceInfo as CoreDevice, Report, RouteRequest, Session,
     SessionEvent as CoreEvent,
 };
+use cohort_relay::{EventFeed, MessageFeed};
 use cohort_wire::router::message_router_server::MessageRouter;
 use cohort_wire::router::*;
 use tokio::sync::mpsc;
@@ -17,16 +18,13 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{principal, status};
-use crate::relay::{now_ms, Relay};
+use cohort_relay::{now_ms, Relay};
 
 pub struct RouterService {
     pub relay: Arc<Relay>,
 }
 
 type Push<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// How many waiting messages a stream reads per store round trip.
-const BATCH: usize = 256;
 
 fn to_wire(d: &Delivery) -> MpcMessage {
     MpcMessage {
@@ -85,102 +83,38 @@ fn party_infos(s: &Session) -> Vec<PartyInfo> {
         .collect()
 }
 
-/// The delivery record of a message just committed: pending, never delivered.
-fn fresh_entry(m: &cohort_core::mailbox::Message) -> cohort_core::mailbox::Entry {
-    cohort_core::mailbox::Entry {
-        message_id: m.id,
-        status: cohort_core::mailbox::DeliveryStatus::Pending,
-        delivered_at: 0,
-        acknowledged_at: 0,
-        retry_count: 0,
-        error: String::new(),
-    }
-}
-
-/// Pushes a mailbox to a stream: first what is waiting, in seq order, then live arrivals.
-/// `on_batch` runs after a batch was queued for the client (mark delivered, or consume).
-async fn pump<T, F, Fut>(
-    relay: Arc<Relay>,
-    addr: MailboxAddr,
-    mut sub: crate::wake::Subscription,
+/// Sends what a feed yields to a stream until the feed ends or the client goes away. A
+/// feed's end (closed session, shutdown) reaches the client as its status.
+fn forward<T, I, Fut>(
     tx: mpsc::Sender<Result<T, Status>>,
-    encode: impl Fn(&Delivery) -> Option<T>,
-    on_batch: F,
-    ends_with_session: Option<String>,
+    mut next: impl FnMut() -> Fut + Send + 'static,
+    encode: impl Fn(I) -> T + Send + 'static,
 ) where
-    F: Fn(Arc<Relay>, MailboxAddr, Vec<Delivery>) -> Fut,
-    Fut: std::future::Future<Output = cohort_core::Result<()>>,
+    T: Send + 'static,
+    I: Send + 'static,
+    Fut: std::future::Future<Output = cohort_core::Result<Vec<I>>> + Send,
 {
-    let mut stop = relay.shutdown_signal();
-    let mut cursor = 0u64;
-    loop {
-        if *stop.borrow_and_update() {
-            return;
-        }
-        sub.rx.borrow_and_update();
-        // What was just routed here comes from memory while this stream is caught up;
-        // anything else (catching up, a gap, events) from the store.
-        let recent = relay.wakeups.recent_run(&addr, cursor, BATCH);
-        let mut caught_up_to = 0;
-        let batch = if !recent.is_empty() {
-            recent
-                .into_iter()
-                .map(|(seq, m)| Delivery {
-                    seq,
-                    entry: fresh_entry(&m),
-                    message: (*m).clone(),
-                })
-                .collect()
-        } else {
-            match relay.peek_with_last_seq(addr.clone(), cursor, BATCH).await {
-                Ok((b, last)) => {
-                    if b.len() < BATCH {
-                        caught_up_to = last;
+    tokio::spawn(async move {
+        loop {
+            let batch = tokio::select! {
+                b = next() => b,
+                _ = tx.closed() => return,
+            };
+            match batch {
+                Ok(batch) => {
+                    for item in batch {
+                        if tx.send(Ok(encode(item))).await.is_err() {
+                            return;
+                        }
                     }
-                    b
                 }
                 Err(e) => {
                     let _ = tx.send(Err(status(e))).await;
                     return;
                 }
             }
-        };
-        if batch.is_empty() {
-            cursor = cursor.max(caught_up_to);
-            // A closed session's stream ends with the reason once nothing is waiting.
-            if let Some(sid) = &ends_with_session {
-                match relay.session_closed(sid.clone()).await {
-                    Ok(Some(why)) => {
-                        let _ = tx.send(Err(Status::failed_precondition(why))).await;
-                        return;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(status(e))).await;
-                        return;
-                    }
-                }
-            }
-            tokio::select! {
-                changed = sub.rx.changed() => if changed.is_err() { return },
-                _ = stop.changed() => return,
-                _ = tx.closed() => return,
-            }
-            continue;
         }
-        for d in &batch {
-            cursor = d.seq;
-            if let Some(item) = encode(d) {
-                if tx.send(Ok(item)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        cursor = cursor.max(caught_up_to);
-        if let Err(e) = on_batch(relay.clone(), addr.clone(), batch).await {
-            tracing::warn!(error = %e, owner = %addr.owner, "could not record delivery");
-        }
-    }
+    });
 }
 
 #[tonic::async_trait]
@@ -214,29 +148,19 @@ impl MessageRouter for RouterService {
     ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
         let who = principal(&self.relay, &req).await?;
         let r = req.into_inner();
-        let session_id = r.session_id.clone();
-        let addr = self
-            .relay
-            .session_mailbox(who, r.session_id, r.party_id)
+        let feed = MessageFeed::open(&self.relay, who, r.session_id, r.party_id)
             .await
             .map_err(status)?;
-        let (tx, rx) = mpsc::channel(BATCH);
-        let relay = self.relay.clone();
-        // Subscribed before the handler returns, so the stream counts as live at once.
-        let sub = relay.subscribe(&addr);
-        tokio::spawn(pump(
-            relay,
-            addr,
-            sub,
+        let feed = Arc::new(tokio::sync::Mutex::new(feed));
+        let (tx, rx) = mpsc::channel(self.relay.limits().stream_batch);
+        forward(
             tx,
-            |d| Some(to_wire(d)),
-            |relay, addr, batch| async move {
-                relay
-                    .mark_delivered(addr, batch.iter().map(|d| d.seq).collect())
-                    .await
+            move || {
+                let feed = feed.clone();
+                async move { feed.lock().await.next().await }
             },
-            Some(session_id),
-        ));
+            |d: Delivery| to_wire(&d),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -246,14 +170,9 @@ impl MessageRouter for RouterService {
     ) -> Result<Response<GetPendingMessagesResponse>, Status> {
         let who = principal(&self.relay, &req).await?;
         let r = req.into_inner();
-        let addr = self
-            .relay
-            .session_mailbox(who, r.session_id, r.party_id)
-            .await
-            .map_err(status)?;
         let pending = self
             .relay
-            .pending_after(addr, r.after_timestamp, 1000)
+            .pending_after(who, r.session_id, r.party_id, r.after_timestamp)
             .await
             .map_err(status)?;
         Ok(Response::new(GetPendingMessagesResponse {
@@ -370,57 +289,18 @@ impl MessageRouter for RouterService {
     ) -> Result<Response<Self::SubscribeSessionEventsStream>, Status> {
         let who = principal(&self.relay, &req).await?;
         let r = req.into_inner();
-        cohort_core::validate::party_id("party_id", &r.party_id).map_err(status)?;
-        who.must_be("party_id", &r.party_id).map_err(status)?;
-        if r.event_types.len() > 64 {
-            return Err(Status::invalid_argument(
-                "event_types lists more than 64 types",
-            ));
-        }
-        for (i, t) in r.event_types.iter().enumerate() {
-            cohort_core::validate::label(&format!("event_types[{i}]"), t, false).map_err(status)?;
-        }
-        let filter = Arc::new(r.event_types);
-        let addr = MailboxAddr::events(&r.party_id);
-        let (tx, rx) = mpsc::channel(BATCH);
-        let decode =
-            |d: &Delivery| cohort_core::codec::decode::<CoreEvent>(&d.message.payload).ok();
-        let f = filter.clone();
-        let encode = move |d: &Delivery| {
-            let ev = decode(d)?;
-            (f.is_empty() || f.contains(&ev.event_type)).then(|| event_to_wire(ev))
-        };
-        let sub = self.relay.subscribe(&addr);
-        tokio::spawn(pump(
-            self.relay.clone(),
-            addr,
-            sub,
+        let feed =
+            EventFeed::open(&self.relay, &who, &r.party_id, r.event_types).map_err(status)?;
+        let feed = Arc::new(tokio::sync::Mutex::new(feed));
+        let (tx, rx) = mpsc::channel(self.relay.limits().stream_batch);
+        forward(
             tx,
-            encode,
-            move |relay, addr, batch| {
-                // Events stay until the party acknowledges them (AcknowledgeMessage with the
-                // event id), so one lost on the way is sent again on the next subscription.
-                // Those this stream's filter skipped stay for a subscriber that wants them;
-                // any event past its session's expiry is dropped.
-                let now = now_ms();
-                let mut shown = Vec::new();
-                let mut expired = Vec::new();
-                for d in &batch {
-                    let wanted = decode(d)
-                        .is_none_or(|ev| filter.is_empty() || filter.contains(&ev.event_type));
-                    if d.message.expires_at < now {
-                        expired.push(d.message.id);
-                    } else if wanted {
-                        shown.push(d.seq);
-                    }
-                }
-                async move {
-                    relay.mark_delivered(addr, shown).await?;
-                    relay.consume(expired).await
-                }
+            move || {
+                let feed = feed.clone();
+                async move { feed.lock().await.next().await }
             },
-            None,
-        ));
+            event_to_wire,
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -433,10 +313,12 @@ impl MessageRouter for RouterService {
             .into_inner()
             .event
             .ok_or_else(|| Status::invalid_argument("event is missing"))?;
-        if e.join_tokens.len() > 1000 {
-            return Err(Status::invalid_argument(
-                "event.join_tokens has more than 1000 entries",
-            ));
+        let max = usize::from(self.relay.limits().max_session_parties);
+        if e.join_tokens.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "event.join_tokens has {} entries (limit {max})",
+                e.join_tokens.len()
+            )));
         }
         let event = CoreEvent {
             event_id: if e.event_id.is_empty() {
@@ -475,24 +357,22 @@ impl MessageRouter for RouterService {
         &self,
         req: Request<GetRegisteredPartiesRequest>,
     ) -> Result<Response<GetRegisteredPartiesResponse>, Status> {
-        principal(&self.relay, &req).await?;
+        let who = principal(&self.relay, &req).await?;
         let r = req.into_inner();
         let parties = self
             .relay
-            .parties(r.role_filter, r.only_online)
+            .parties(&who, r.role_filter, r.only_online)
             .await
             .map_err(status)?;
-        let now = now_ms();
-        let limits = &self.relay.limits;
         let parties: Vec<RegisteredParty> = parties
-            .iter()
-            .map(|p| RegisteredParty {
-                party_id: p.id.clone(),
-                role: p.role.clone(),
-                online: p.online(now, limits),
-                registered_at: p.registered_at,
-                last_seen_at: p.last_seen_at,
-                notification: notification_to_wire(&p.notification),
+            .into_iter()
+            .map(|v| RegisteredParty {
+                notification: notification_to_wire(&v.party.notification),
+                party_id: v.party.id,
+                role: v.party.role,
+                online: v.online,
+                registered_at: v.party.registered_at,
+                last_seen_at: v.party.last_seen_at,
             })
             .collect();
         let total_count = i32::try_from(parties.len()).unwrap_or(i32::MAX);

@@ -7,7 +7,7 @@ use cohort_wire::cohort::{GetChallengeRequest, GetChallengeResponse, LoginReques
 use tonic::{Request, Response, Status};
 
 use super::status;
-use crate::relay::Relay;
+use cohort_relay::Relay;
 
 pub struct AuthService {
     pub relay: Arc<Relay>,

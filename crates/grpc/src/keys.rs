@@ -10,7 +10,7 @@ use cohort_wire::cohort::{
 use tonic::{Request, Response, Status};
 
 use super::{principal, status};
-use crate::relay::Relay;
+use cohort_relay::Relay;
 
 pub struct KeysService {
     pub relay: Arc<Relay>,

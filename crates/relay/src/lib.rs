@@ -1,0 +1,15 @@
+//! Cohort's application service: [`Relay`] runs the core's rules in store transactions, wakes
+//! subscribers after each commit, and owns the delivery engine ([`feed`]) every front streams
+//! from. It knows no wire format and no concrete store: the CLI composes it with a store
+//! (through `cohort_core::store::Store`) and with the fronts.
+#![forbid(unsafe_code)]
+
+pub mod feed;
+mod metrics;
+mod notify;
+mod service;
+mod wake;
+
+pub use feed::{EventFeed, MessageFeed};
+pub use notify::{LocalNotifier, Notifier};
+pub use service::{now_ms, PartyView, Relay};
