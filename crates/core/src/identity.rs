@@ -128,12 +128,12 @@ pub struct IssuedToken {
     pub principal: Principal,
 }
 
-fn party_key(id: &str) -> Vec<u8> {
-    Key::new().part(id.as_bytes()).build()
+fn party_key(id: &str) -> Result<Vec<u8>> {
+    Ok(Key::new().part(id.as_bytes())?.build())
 }
 
 pub fn get_party(view: &dyn View, id: &str) -> Result<Option<Party>> {
-    view.get(Table::Parties, &party_key(id))?
+    view.get(Table::Parties, &party_key(id)?)?
         .map(|b| decode(&b))
         .transpose()
 }
@@ -143,7 +143,7 @@ pub fn require_party(view: &dyn View, id: &str) -> Result<Party> {
 }
 
 pub fn put_party(tx: &mut dyn Tx, party: &Party) -> Result<()> {
-    tx.put(Table::Parties, &party_key(&party.id), &encode(party)?)
+    tx.put(Table::Parties, &party_key(&party.id)?, &encode(party)?)
 }
 
 /// Issues a login challenge for `party_id` claiming `public_key`. `random` is 64 fresh random

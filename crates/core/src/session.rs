@@ -397,12 +397,16 @@ pub fn create(
             req.t, req.n
         )));
     }
-    let idem_key = (!req.idempotency_key.is_empty()).then(|| {
-        Key::new()
-            .part(who.id.as_bytes())
-            .part(req.idempotency_key.as_bytes())
-            .build()
-    });
+    let idem_key = if req.idempotency_key.is_empty() {
+        None
+    } else {
+        Some(
+            Key::new()
+                .part(who.id.as_bytes())?
+                .part(req.idempotency_key.as_bytes())?
+                .build(),
+        )
+    };
     if let Some(k) = &idem_key {
         if let Some(id) = tx.get(Table::SessionIdempotency, k)? {
             // A session purged after retention frees its key.
@@ -804,7 +808,7 @@ pub fn close(
         Table::Purge,
         &Key::new()
             .u64(u64::try_from(now + limits.retention_ms).unwrap_or(0))
-            .part(s.id.as_bytes())
+            .part(s.id.as_bytes())?
             .build(),
         &[],
     )?;
