@@ -107,7 +107,7 @@ pub trait Tx: View {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A type-erased result carried through the object-safe port; [`StoreExt`] restores the type.
 pub type AnyResult = Result<Box<dyn Any + Send>>;
-pub type WriteFn = Box<dyn FnOnce(&mut dyn Tx) -> AnyResult + Send>;
+pub type WriteFn = Box<dyn FnMut(&mut dyn Tx) -> AnyResult + Send>;
 pub type ReadFn = Box<dyn FnOnce(&dyn View) -> AnyResult + Send>;
 
 /// A store. `write` runs its function atomically and resolves only once the transaction is
@@ -118,14 +118,16 @@ pub type ReadFn = Box<dyn FnOnce(&dyn View) -> AnyResult + Send>;
 pub trait Store: Send + Sync + 'static {
     fn write_boxed(&self, f: WriteFn) -> BoxFuture<'_, AnyResult>;
     fn read_boxed(&self, f: ReadFn) -> BoxFuture<'_, AnyResult>;
+    /// Flushes and closes the store; later calls fail with Unavailable.
+    fn close(&self) -> BoxFuture<'_, Result<()>>;
 }
 
 /// Typed calls over the object-safe [`Store`] port.
 pub trait StoreExt: Store {
-    fn write<R, F>(&self, f: F) -> BoxFuture<'_, Result<R>>
+    fn write<R, F>(&self, mut f: F) -> BoxFuture<'_, Result<R>>
     where
         R: Send + 'static,
-        F: FnOnce(&mut dyn Tx) -> Result<R> + Send + 'static,
+        F: FnMut(&mut dyn Tx) -> Result<R> + Send + 'static,
     {
         let fut = self.write_boxed(Box::new(move |tx| {
             f(tx).map(|r| Box::new(r) as Box<dyn Any + Send>)

@@ -222,8 +222,12 @@ async fn hold_writer(
 ) {
     let (release, wait) = mpsc::channel::<()>();
     let (started, running) = tokio::sync::oneshot::channel::<()>();
+    // A write closure may run more than once (FnMut); only the first run signals.
+    let mut started = Some(started);
     let held = store.write(move |_tx| {
-        let _ = started.send(());
+        if let Some(started) = started.take() {
+            let _ = started.send(());
+        }
         let _ = wait.recv();
         Ok(())
     });
