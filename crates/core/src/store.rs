@@ -208,3 +208,9 @@ impl Tx for MemTx {
         Ok(())
     }
 }
+
+mod mem;
+pub use mem::MemStore;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
