@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::codec::{decode, encode, Key};
+use crate::cursor;
 use crate::error::{Error, Result};
 use crate::limits::{Limits, Millis};
 use crate::store::{Table, Tx, View};
@@ -128,12 +129,12 @@ pub struct IssuedToken {
     pub principal: Principal,
 }
 
-fn party_key(id: &str) -> Vec<u8> {
-    Key::new().part(id.as_bytes()).build()
+fn party_key(id: &str) -> Result<Vec<u8>> {
+    Ok(Key::new().part(id.as_bytes())?.build())
 }
 
 pub fn get_party(view: &dyn View, id: &str) -> Result<Option<Party>> {
-    view.get(Table::Parties, &party_key(id))?
+    view.get(Table::Parties, &party_key(id)?)?
         .map(|b| decode(&b))
         .transpose()
 }
@@ -143,7 +144,7 @@ pub fn require_party(view: &dyn View, id: &str) -> Result<Party> {
 }
 
 pub fn put_party(tx: &mut dyn Tx, party: &Party) -> Result<()> {
-    tx.put(Table::Parties, &party_key(&party.id), &encode(party)?)
+    tx.put(Table::Parties, &party_key(&party.id)?, &encode(party)?)
 }
 
 /// Issues a login challenge for `party_id` claiming `public_key`. `random` is 64 fresh random
@@ -425,17 +426,19 @@ pub fn publish_encryption_key(
     Ok(now)
 }
 
-/// Removes expired challenges and tokens; at most `limit` of each per call.
+/// Removes expired challenges and tokens, looking at no more than `limit` of each per call.
+/// A cursor per table carries on where the last call stopped, so successive calls reach
+/// expired entries however many live ones sort before them.
 pub fn sweep_credentials(tx: &mut dyn Tx, now: Millis, limit: usize) -> Result<usize> {
     let mut removed = 0;
-    for (k, v) in sweep_page(tx, Table::Challenges, b"sweep-cursor/challenges", limit)? {
+    for (k, v) in cursor::next_page(tx, Table::Challenges, CHALLENGE_SWEEP_CURSOR, limit)? {
         let c: Challenge = decode(&v)?;
         if now > c.expires_at {
             tx.delete(Table::Challenges, &k)?;
             removed += 1;
         }
     }
-    for (k, v) in sweep_page(tx, Table::Tokens, b"sweep-cursor/tokens", limit)? {
+    for (k, v) in cursor::next_page(tx, Table::Tokens, TOKEN_SWEEP_CURSOR, limit)? {
         let t: TokenRecord = decode(&v)?;
         if now > t.expires_at {
             tx.delete(Table::Tokens, &k)?;
@@ -445,22 +448,6 @@ pub fn sweep_credentials(tx: &mut dyn Tx, now: Millis, limit: usize) -> Result<u
     Ok(removed)
 }
 
-/// The next `limit` entries of `table` after the cursor kept under `cursor` in `Meta`,
-/// wrapping around at the end: successive sweeps visit every entry, each doing bounded work.
-fn sweep_page(
-    tx: &mut dyn Tx,
-    table: Table,
-    cursor: &[u8],
-    limit: usize,
-) -> Result<Vec<crate::store::Pair>> {
-    let mut from = tx.get(Table::Meta, cursor)?.unwrap_or_default();
-    if !from.is_empty() {
-        from.push(0);
-    }
-    let page = tx.scan(table, &from, &[], limit)?;
-    match page.last() {
-        Some((last, _)) if page.len() == limit => tx.put(Table::Meta, cursor, last)?,
-        _ => tx.delete(Table::Meta, cursor)?,
-    }
-    Ok(page)
-}
+/// Where [`sweep_credentials`] stopped, in `Meta`.
+const CHALLENGE_SWEEP_CURSOR: &[u8] = b"sweep-cursor/challenges";
+const TOKEN_SWEEP_CURSOR: &[u8] = b"sweep-cursor/tokens";

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+mod cursor;
 pub mod delivery;
 pub mod error;
 pub mod identity;

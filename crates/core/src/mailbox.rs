@@ -33,11 +33,13 @@ impl MailboxAddr {
     pub fn events(party: &str) -> Self {
         Self::new(party, b"events".to_vec())
     }
-    fn prefix(&self) -> Key {
-        Key::new().part(self.owner.as_bytes()).part(&self.channel)
+    /// Refuses an owner or channel too long for a key part rather than letting two
+    /// addresses share keys.
+    fn prefix(&self) -> Result<Key> {
+        Key::new().part(self.owner.as_bytes())?.part(&self.channel)
     }
-    fn entry_key(&self, seq: u64) -> Vec<u8> {
-        self.prefix().u64(seq).build()
+    fn entry_key(&self, seq: u64) -> Result<Vec<u8>> {
+        Ok(self.prefix()?.u64(seq).build())
     }
 }
 
@@ -126,20 +128,20 @@ struct Meta {
     pending: u64,
 }
 
-fn meta_key(addr: &MailboxAddr) -> Vec<u8> {
-    addr.prefix().build()
+fn meta_key(addr: &MailboxAddr) -> Result<Vec<u8>> {
+    Ok(addr.prefix()?.build())
 }
 
 fn get_meta(view: &dyn View, addr: &MailboxAddr) -> Result<Meta> {
     Ok(view
-        .get(Table::MailboxMeta, &meta_key(addr))?
+        .get(Table::MailboxMeta, &meta_key(addr)?)?
         .map(|b| decode(&b))
         .transpose()?
         .unwrap_or_default())
 }
 
 fn put_meta(tx: &mut dyn Tx, addr: &MailboxAddr, meta: &Meta) -> Result<()> {
-    tx.put(Table::MailboxMeta, &meta_key(addr), &encode(meta)?)
+    tx.put(Table::MailboxMeta, &meta_key(addr)?, &encode(meta)?)
 }
 
 /// What a send stores: everything about the message but where it lands.
@@ -178,7 +180,7 @@ pub fn append(
         meta.pending += 1;
         let seq = meta.last_seq;
         let entry = Entry::fresh(id);
-        let key = addr.entry_key(seq);
+        let key = addr.entry_key(seq)?;
         tx.put(Table::Mailbox, &key, &encode(&entry)?)?;
         tx.put(Table::Pending, &key, &[])?;
         put_meta(tx, addr, &meta)?;
@@ -228,8 +230,8 @@ pub fn pending(
     after_seq: u64,
     limit: usize,
 ) -> Result<Vec<Delivery>> {
-    let prefix = addr.prefix().build();
-    let from = addr.entry_key(after_seq.saturating_add(1));
+    let prefix = addr.prefix()?.build();
+    let from = addr.entry_key(after_seq.saturating_add(1))?;
     let to = prefix_end(&prefix);
     let mut out = Vec::new();
     for (key, _) in view.scan(Table::Pending, &from, &to, limit)? {
@@ -259,7 +261,7 @@ pub fn pending_count(view: &dyn View, addr: &MailboxAddr) -> Result<u64> {
 
 /// Number of waiting messages across every mailbox of `owner`.
 pub fn pending_count_for_owner(view: &dyn View, owner: &str) -> Result<u64> {
-    let prefix = Key::new().part(owner.as_bytes()).build();
+    let prefix = Key::new().part(owner.as_bytes())?.build();
     let to = prefix_end(&prefix);
     let mut total = 0;
     for (_, raw) in view.scan(Table::MailboxMeta, &prefix, &to, 100_000)? {
@@ -277,7 +279,7 @@ pub fn mark_delivered(
     now: Millis,
 ) -> Result<()> {
     for &seq in seqs {
-        let key = addr.entry_key(seq);
+        let key = addr.entry_key(seq)?;
         let Some(raw) = tx.get(Table::Mailbox, &key)? else {
             continue;
         };
@@ -305,7 +307,7 @@ pub fn settle(
     error: &str,
     now: Millis,
 ) -> Result<DeliveryStatus> {
-    let key = addr.entry_key(seq);
+    let key = addr.entry_key(seq)?;
     let Some(raw) = tx.get(Table::Mailbox, &key)? else {
         return Err(Error::not_found(format!(
             "no message with seq {seq} in this mailbox"
@@ -340,8 +342,8 @@ pub fn ack_up_to(
     seq_up_to: u64,
     now: Millis,
 ) -> Result<usize> {
-    let from = addr.entry_key(0);
-    let to = addr.entry_key(seq_up_to.saturating_add(1));
+    let from = addr.entry_key(0)?;
+    let to = addr.entry_key(seq_up_to.saturating_add(1))?;
     let keys = tx.scan(Table::Pending, &from, &to, usize::MAX)?;
     for (key, _) in &keys {
         if let Some(seq) = trailing_u64(key) {
@@ -358,7 +360,7 @@ pub fn fail_pending(
     reason: &str,
     now: Millis,
 ) -> Result<usize> {
-    let prefix = addr.prefix().build();
+    let prefix = addr.prefix()?.build();
     let to = prefix_end(&prefix);
     let keys = tx.scan(Table::Pending, &prefix, &to, usize::MAX)?;
     for (key, _) in &keys {
@@ -371,7 +373,7 @@ pub fn fail_pending(
 
 /// Removes a mailbox's entries, its meta and the messages only it referenced.
 pub fn purge(tx: &mut dyn Tx, addr: &MailboxAddr) -> Result<()> {
-    let prefix = addr.prefix().build();
+    let prefix = addr.prefix()?.build();
     let to = prefix_end(&prefix);
     for (key, raw) in tx.scan(Table::Mailbox, &prefix, &to, usize::MAX)? {
         let entry: Entry = decode(&raw)?;
@@ -379,7 +381,7 @@ pub fn purge(tx: &mut dyn Tx, addr: &MailboxAddr) -> Result<()> {
         tx.delete(Table::Mailbox, &key)?;
         tx.delete(Table::Pending, &key)?;
     }
-    tx.delete(Table::MailboxMeta, &meta_key(addr))
+    tx.delete(Table::MailboxMeta, &meta_key(addr)?)
 }
 
 /// Removes one message and all its entries (used for consumed events).
@@ -388,7 +390,7 @@ pub fn remove_message(tx: &mut dyn Tx, id: &MessageId) -> Result<()> {
         return Ok(());
     };
     for (addr, seq) in &message.recipients {
-        let key = addr.entry_key(*seq);
+        let key = addr.entry_key(*seq)?;
         if tx.get(Table::Pending, &key)?.is_some() {
             tx.delete(Table::Pending, &key)?;
             let mut meta = get_meta(tx, addr)?;
@@ -402,7 +404,7 @@ pub fn remove_message(tx: &mut dyn Tx, id: &MessageId) -> Result<()> {
 
 /// The delivery record of one recipient's copy.
 pub fn entry(view: &dyn View, addr: &MailboxAddr, seq: u64) -> Result<Option<Entry>> {
-    view.get(Table::Mailbox, &addr.entry_key(seq))?
+    view.get(Table::Mailbox, &addr.entry_key(seq)?)?
         .map(|b| decode(&b))
         .transpose()
 }

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode, Key};
+use crate::cursor;
 use crate::error::{Error, Result};
 use crate::identity::{self, Principal};
 use crate::limits::{Limits, Millis};
@@ -408,12 +409,16 @@ pub fn create(
             req.t, req.n
         )));
     }
-    let idem_key = (!req.idempotency_key.is_empty()).then(|| {
-        Key::new()
-            .part(who.id.as_bytes())
-            .part(req.idempotency_key.as_bytes())
-            .build()
-    });
+    let idem_key = if req.idempotency_key.is_empty() {
+        None
+    } else {
+        Some(
+            Key::new()
+                .part(who.id.as_bytes())?
+                .part(req.idempotency_key.as_bytes())?
+                .build(),
+        )
+    };
     if let Some(k) = &idem_key {
         if let Some(id) = tx.get(Table::SessionIdempotency, k)? {
             // A session purged after retention frees its key.
@@ -816,7 +821,7 @@ pub fn close(
         Table::Purge,
         &Key::new()
             .u64(u64::try_from(now + limits.retention_ms).unwrap_or(0))
-            .part(s.id.as_bytes())
+            .part(s.id.as_bytes())?
             .build(),
         &[],
     )?;
@@ -1006,11 +1011,17 @@ pub struct SweepOutcome {
     pub wakeups: Wakeups,
 }
 
+/// Where [`sweep`] stopped in `OpenSessions`, in `Meta`.
+const OPEN_SESSIONS_SWEEP_CURSOR: &[u8] = b"sweep-cursor/open-sessions";
+
 /// Expires sessions past their deadline, fails stalled ones, purges closed ones past
-/// retention. At most `limit` sessions of each kind per call.
+/// retention. Looks at no more than `limit` open sessions and purges at most `limit` closed
+/// ones per call. The open sessions are walked with a cursor that wraps around, so every
+/// open session is looked at within `ceil(open / limit)` calls however many healthy ones
+/// sort before it.
 pub fn sweep(tx: &mut dyn Tx, now: Millis, limits: &Limits, limit: usize) -> Result<SweepOutcome> {
     let mut out = SweepOutcome::default();
-    for (key, _) in tx.scan(Table::OpenSessions, &[], &[], limit)? {
+    for (key, _) in cursor::next_page(tx, Table::OpenSessions, OPEN_SESSIONS_SWEEP_CURSOR, limit)? {
         let id = String::from_utf8_lossy(&key).into_owned();
         let Some(mut s) = get(tx, &id)? else {
             tx.delete(Table::OpenSessions, &key)?;

@@ -124,7 +124,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// Typed calls over the object-safe [`Store`] port.
 pub trait StoreExt: Store {
-    fn write<R, F>(&self, f: F) -> BoxFuture<'_, Result<R>>
+    fn write<R, F>(&self, mut f: F) -> BoxFuture<'_, Result<R>>
     where
         R: Send + 'static,
         F: FnMut(&mut dyn Tx) -> Result<R> + Send + 'static,
@@ -209,3 +209,9 @@ impl Tx for MemTx {
         Ok(())
     }
 }
+
+mod mem;
+pub use mem::MemStore;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;

@@ -745,3 +745,43 @@ fn credential_sweep_reaches_expired_tokens_behind_live_ones() {
     }
     assert_eq!(tokens(&w), 10);
 }
+
+#[test]
+fn mailbox_with_a_channel_too_long_for_a_key_is_refused() {
+    // Two channels that differ only after byte 65,535 once shared one truncated key.
+    let mut tx = MemTx::new();
+    let mut long = vec![b'c'; 65_536];
+    let a = MailboxAddr::new("q", long.clone());
+    long[65_535] = b'd';
+    let b = MailboxAddr::new("q", long);
+    let out = mailbox::Outgoing {
+        sender: "s".into(),
+        session_id: String::new(),
+        round: 0,
+        message_type: String::new(),
+        is_broadcast: false,
+        payload: vec![1],
+        expires_at: T0 + 1000,
+    };
+    for addr in [&a, &b] {
+        let e = mailbox::append(
+            &mut tx,
+            out.clone(),
+            std::slice::from_ref(addr),
+            [1; 16],
+            T0,
+            10,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(e.message.contains("65535"), "{}", e.message);
+    }
+    assert!(
+        tx.tables.values().all(|t| t.is_empty()),
+        "nothing was stored"
+    );
+    // At the limit the channel is kept whole.
+    let ok = MailboxAddr::new("q", vec![b'c'; 65_535]);
+    mailbox::append(&mut tx, out, std::slice::from_ref(&ok), [2; 16], T0, 10).unwrap();
+    assert_eq!(mailbox::pending_count(&tx, &ok).unwrap(), 1);
+}

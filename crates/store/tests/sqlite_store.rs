@@ -222,6 +222,7 @@ async fn hold_writer(
 ) {
     let (release, wait) = mpsc::channel::<()>();
     let (started, running) = tokio::sync::oneshot::channel::<()>();
+    // A write closure may run more than once (FnMut); only the first run signals.
     let mut started = Some(started);
     let held = store.write(move |_tx| {
         if let Some(started) = started.take() {

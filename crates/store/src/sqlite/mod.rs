@@ -9,7 +9,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use cohort_core::store::{AnyResult, BoxFuture, ReadFn, Store, WriteFn};
@@ -71,17 +71,27 @@ pub struct StoreStats {
 /// read-only connections.
 ///
 /// A write is queued when [`Store::write_boxed`] is called and runs even if its future is
-/// dropped; the future resolves after the group holding it has committed. Dropping the store
-/// lets its threads finish the queued work and exit in the background; [`SqliteStore::close`]
-/// waits for them.
+/// dropped; the future resolves after the group holding it has committed.
+/// [`SqliteStore::close`] stops taking calls, lets the threads finish every queued write and
+/// read, checkpoints the WAL into the database file and closes every connection, so no
+/// `-wal` or `-shm` file is left beside it. Dropping an open store does the same and waits
+/// for it (unless dropped on one of the store's own threads, which then finish in the
+/// background).
 pub struct SqliteStore {
     path: PathBuf,
-    writes: mpsc::Sender<WriteJob>,
-    reads: mpsc::Sender<ReadJob>,
-    /// Each thread's handle and a receiver that completes when the thread has closed its
-    /// connection, so [`SqliteStore::close`] can wait without blocking the runtime.
-    threads: Vec<(JoinHandle<()>, oneshot::Receiver<()>)>,
+    /// `None` once the store is closing: calls fail with `Unavailable`.
+    writes: RwLock<Option<mpsc::Sender<WriteJob>>>,
+    reads: RwLock<Option<mpsc::Sender<ReadJob>>>,
+    /// The writer and reader threads, taken by whoever closes the store.
+    threads: Mutex<Vec<StoreThread>>,
     counters: Arc<Counters>,
+}
+
+/// A store thread and what it reports when it has closed its connection: `close` awaits
+/// that without blocking the runtime, then joins the (by then ending) thread.
+struct StoreThread {
+    handle: JoinHandle<()>,
+    closed: oneshot::Receiver<Result<(), Error>>,
 }
 
 impl SqliteStore {
@@ -106,11 +116,15 @@ impl SqliteStore {
         let (writes, write_jobs) = mpsc::channel();
         let (reads, read_jobs) = mpsc::channel();
         let read_jobs: reader::SharedJobs = Arc::new(Mutex::new(read_jobs));
+        // Each reader holds a sender until it has closed its connection; the writer's
+        // receiver sees them all gone, and only then checkpoints and closes the file.
+        let (reader_alive, readers_closed) = mpsc::channel::<()>();
         let mut threads = Vec::with_capacity(read_conns.len() + 1);
         let counters = Arc::new(Counters::default());
         let writer = Writer::new(
             write_conn,
             write_jobs,
+            readers_closed,
             options.max_batch,
             Arc::clone(&counters),
         );
@@ -119,18 +133,24 @@ impl SqliteStore {
         })?);
         for (i, conn) in read_conns.into_iter().enumerate() {
             let jobs = Arc::clone(&read_jobs);
+            let alive = reader_alive.clone();
             threads.push(spawn(
                 path,
                 format!("cohort-store-reader-{i}"),
-                move || reader::run(conn, jobs),
+                move || {
+                    let closed = reader::run(conn, jobs);
+                    drop(alive);
+                    closed
+                },
             )?);
         }
+        drop(reader_alive);
         tracing::info!(path = %path.display(), version = schema::SCHEMA_VERSION, "store opened");
         Ok(SqliteStore {
             path: path.to_owned(),
-            writes,
-            reads,
-            threads,
+            writes: RwLock::new(Some(writes)),
+            reads: RwLock::new(Some(reads)),
+            threads: Mutex::new(threads),
             counters,
         })
     }
@@ -149,80 +169,137 @@ impl SqliteStore {
         }
     }
 
-    /// Lets the threads finish every queued write and read, waits until they have closed the
-    /// file, and reports a thread that died instead of exiting.
-    pub async fn close(self) -> Result<(), Error> {
-        let SqliteStore {
-            path,
-            writes,
-            reads,
-            threads,
-            counters: _,
-        } = self;
-        drop(writes);
-        drop(reads);
-        let mut died = Vec::new();
-        for (handle, exited) in threads {
-            // The sender drops as the thread's last act, so the join below does not block.
-            let _ = exited.await;
+    /// Stops taking calls, lets the threads finish every queued write and read, checkpoints
+    /// the WAL into the database file (`wal_checkpoint(TRUNCATE)`) and closes every
+    /// connection, so no `-wal` or `-shm` file remains. Reports a thread that died or a
+    /// connection that failed to close. Later calls, this one included, fail with
+    /// `Unavailable`. The same as [`Store::close`].
+    pub async fn close(&self) -> Result<(), Error> {
+        let threads = self.stop()?;
+        let mut failed = Vec::new();
+        for StoreThread { handle, closed } in threads {
             let name = handle.thread().name().unwrap_or("store thread").to_owned();
-            if handle.join().is_err() {
-                died.push(name);
+            // The thread reports as its last act, so the join below does not block.
+            let outcome = closed.await;
+            let joined = handle.join();
+            match (outcome, joined) {
+                (Ok(Ok(())), Ok(())) => {}
+                (Ok(Err(e)), _) => failed.push(format!("{name}: {}", e.message)),
+                (Err(_), _) | (_, Err(_)) => failed.push(format!("{name} panicked")),
             }
         }
-        if died.is_empty() {
+        if failed.is_empty() {
+            tracing::info!(path = %self.path.display(), "store closed");
             Ok(())
         } else {
             Err(Error::internal(format!(
-                "store {}: threads {} panicked before closing",
-                path.display(),
-                died.join(", ")
+                "store {}: closing failed: {}",
+                self.path.display(),
+                failed.join("; ")
             )))
+        }
+    }
+
+    /// Drops the job queues, so the threads drain them and end, and hands over the threads.
+    /// Fails with `Unavailable` if the store is already closing.
+    fn stop(&self) -> Result<Vec<StoreThread>, Error> {
+        let writes = self
+            .writes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let reads = self
+            .reads
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if writes.is_none() && reads.is_none() {
+            return Err(error::closed());
+        }
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        Ok(threads)
+    }
+}
+
+impl Drop for SqliteStore {
+    /// [`SqliteStore::close`], best effort and blocking, for a store that was not closed.
+    fn drop(&mut self) {
+        let Ok(threads) = self.stop() else {
+            return;
+        };
+        // Dropped by a closure running on a store thread: joining would wait for itself.
+        let here = std::thread::current().id();
+        if threads.iter().any(|t| t.handle.thread().id() == here) {
+            tracing::warn!(path = %self.path.display(), "store dropped on its own thread; it closes in the background");
+            return;
+        }
+        for StoreThread { handle, mut closed } in threads {
+            let name = handle.thread().name().unwrap_or("store thread").to_owned();
+            // After the join the report is there (or its sender was dropped by a panic).
+            let joined = handle.join();
+            match (closed.try_recv(), joined) {
+                (Ok(Ok(())), Ok(())) => {}
+                (Ok(Err(e)), _) => {
+                    tracing::warn!(thread = name, error = %e, "closing the store on drop failed")
+                }
+                (Err(_), _) | (_, Err(_)) => {
+                    tracing::error!(thread = name, "a store thread panicked")
+                }
+            }
         }
     }
 }
 
-/// Starts a named store thread that signals when it is done.
+/// Starts a named store thread that reports how closing its connection went.
 fn spawn(
     path: &Path,
     name: String,
-    body: impl FnOnce() + Send + 'static,
-) -> Result<(JoinHandle<()>, oneshot::Receiver<()>), Error> {
-    let (exited_tx, exited) = oneshot::channel::<()>();
+    body: impl FnOnce() -> Result<(), Error> + Send + 'static,
+) -> Result<StoreThread, Error> {
+    let (report, closed) = oneshot::channel();
     let handle = std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            // Dropped when the thread ends, even by a panic, which wakes `close`.
-            let _exited = exited_tx;
-            body();
+            // A panic drops `report` unsent, which `close` reads as the thread dying.
+            let _ = report.send(body());
         })
         .map_err(|e| error::io(path, "cannot start a store thread", &e))?;
-    Ok((handle, exited))
+    Ok(StoreThread { handle, closed })
 }
 
 impl Store for SqliteStore {
     fn write_boxed(&self, f: WriteFn) -> BoxFuture<'_, AnyResult> {
         let (reply, answer) = oneshot::channel();
         // Queued now, not at the first poll, so writes run in the order they were issued.
-        let queued = self.writes.send(WriteJob { f, reply });
+        let queued = match &*self.writes.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(writes) => writes
+                .send(WriteJob { f, reply })
+                .map_err(|_| error::closed()),
+            None => Err(error::closed()),
+        };
         Box::pin(async move {
-            queued.map_err(|_| error::closed())?;
+            queued?;
             answer.await.map_err(|_| error::closed())?
         })
     }
 
     fn read_boxed(&self, f: ReadFn) -> BoxFuture<'_, AnyResult> {
         let (reply, answer) = oneshot::channel();
-        let queued = self.reads.send(ReadJob { f, reply });
+        let queued = match &*self.reads.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(reads) => reads
+                .send(ReadJob { f, reply })
+                .map_err(|_| error::closed()),
+            None => Err(error::closed()),
+        };
         Box::pin(async move {
-            queued.map_err(|_| error::closed())?;
+            queued?;
             answer.await.map_err(|_| error::closed())?
         })
     }
 
-    fn close(&self) -> BoxFuture<'_, cohort_core::Result<()>> {
-        // Placeholder until the close that checkpoints the WAL lands.
-        Box::pin(async { Ok(()) })
+    fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(SqliteStore::close(self))
     }
 }
 

@@ -26,7 +26,7 @@ pub(crate) struct ReadJob {
 pub(crate) type SharedJobs = Arc<Mutex<Receiver<ReadJob>>>;
 
 /// Serves reads until the store drops the queue's sender, then closes the connection.
-pub(crate) fn run(conn: Connection, jobs: SharedJobs) {
+pub(crate) fn run(conn: Connection, jobs: SharedJobs) -> Result<(), Error> {
     loop {
         // The lock is held only while waiting for a job: one idle reader waits on the queue,
         // the others wait for the lock.
@@ -38,9 +38,8 @@ pub(crate) fn run(conn: Connection, jobs: SharedJobs) {
         let result = read_snapshot(&conn, job.f);
         let _ = job.reply.send(result);
     }
-    if let Err((_, e)) = conn.close() {
-        tracing::warn!(error = %e, "closing a store read connection failed");
-    }
+    conn.close()
+        .map_err(|(_, e)| runtime("close a read connection", &e))
 }
 
 /// Runs `f` inside one read transaction, so every get and scan it makes sees the same

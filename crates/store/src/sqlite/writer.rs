@@ -41,6 +41,9 @@ struct Ran {
 pub(crate) struct Writer {
     conn: Connection,
     jobs: Receiver<WriteJob>,
+    /// Disconnects once every reader has closed its connection: then the writer's is the
+    /// last one, and its checkpoint and close can remove the WAL and shared-memory files.
+    readers_closed: Receiver<()>,
     max_batch: usize,
     /// Received but not yet run: a group that fails midway leaves its unrun jobs here for
     /// the next group rather than failing callers whose closures never ran.
@@ -52,12 +55,14 @@ impl Writer {
     pub(crate) fn new(
         conn: Connection,
         jobs: Receiver<WriteJob>,
+        readers_closed: Receiver<()>,
         max_batch: usize,
         counters: Arc<Counters>,
     ) -> Self {
         Writer {
             conn,
             jobs,
+            readers_closed,
             max_batch: max_batch.max(1),
             queue: VecDeque::new(),
             counters,
@@ -65,7 +70,7 @@ impl Writer {
     }
 
     /// Runs until every sender is dropped and the queue is drained, then closes the file.
-    pub(crate) fn run(mut self) {
+    pub(crate) fn run(mut self) -> Result<(), Error> {
         loop {
             if self.queue.is_empty() {
                 match self.jobs.recv() {
@@ -81,9 +86,35 @@ impl Writer {
             }
             self.commit_group();
         }
-        if let Err((_, e)) = self.conn.close() {
-            tracing::warn!(error = %e, "closing the store's write connection failed");
+        self.finish()
+    }
+
+    /// Once the readers have closed, moves the whole WAL into the database file and empties
+    /// it, then closes the last connection, which deletes the `-wal` and `-shm` files.
+    fn finish(self) -> Result<(), Error> {
+        // Err once every reader's sender is gone; nothing is ever sent.
+        let _ = self.readers_closed.recv();
+        if !self.conn.is_autocommit() {
+            let _ = exec(&self.conn, "ROLLBACK");
         }
+        let checkpoint = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        match checkpoint {
+            Ok(0) => {}
+            // Another process has the file open: the WAL stays, and so does every commit.
+            Ok(_) => tracing::warn!(
+                "WAL checkpoint at close was blocked by another connection; the WAL file stays"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint at close failed; the WAL file stays")
+            }
+        }
+        self.conn
+            .close()
+            .map_err(|(_, e)| runtime("close the write connection", &e))
     }
 
     /// Runs up to `max_batch` queued closures in one transaction and answers their callers.
