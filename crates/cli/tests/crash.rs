@@ -348,8 +348,14 @@ async fn sigterm_ends_open_streams_and_exits_zero() {
         &coordinator,
     );
     let channel = connect(serve.addr).await;
-    let coord = login(&channel, "coordinator", coordinator).await;
-    let a = login(&channel, "alice", IdentityKey::generate()).await;
+    let coord = login(
+        &channel,
+        "coordinator",
+        IdentityKey::from_bytes(&coordinator.to_bytes()),
+    )
+    .await;
+    let alice_secret = IdentityKey::generate().to_bytes();
+    let a = login(&channel, "alice", IdentityKey::from_bytes(&alice_secret)).await;
     let b = login(&channel, "bob", IdentityKey::generate()).await;
     let sid = running_session(&coord, &[&a, &b]).await;
     let mut stream = b
@@ -361,10 +367,13 @@ async fn sigterm_ends_open_streams_and_exits_zero() {
         .await
         .expect("SubscribeMessages")
         .into_inner();
-    a.router()
+    let routed = a
+        .router()
         .route_message(route_req(&sid, "alice", "bob", b"hello".to_vec()))
         .await
-        .expect("RouteMessage");
+        .expect("RouteMessage")
+        .into_inner()
+        .message_id;
     assert_eq!(next(&mut stream).await.payload, b"hello"); // the stream is live
 
     serve.signal("TERM");
@@ -386,4 +395,77 @@ async fn sigterm_ends_open_streams_and_exits_zero() {
         "log:\n{}",
         serve.log_text()
     );
+
+    // A clean stop checkpoints the WAL and closes every handle: only the database is left,
+    // and it holds every row.
+    let data = work.path().join("data");
+    for leftover in ["cohort.sqlite-wal", "cohort.sqlite-shm"] {
+        assert!(
+            !data.join(leftover).exists(),
+            "{leftover} is left after a clean stop"
+        );
+    }
+    let again = Serve::start(&data, work.path().join("serve2.log"), &coordinator);
+    let channel = connect(again.addr).await;
+    let a = login(&channel, "alice", IdentityKey::from_bytes(&alice_secret)).await;
+    let status = a
+        .router()
+        .get_message_status(cohort_wire::router::GetMessageStatusRequest {
+            message_id: routed.clone(),
+            session_id: sid.clone(),
+        })
+        .await
+        .expect("the message is still there after the restart")
+        .into_inner();
+    assert_eq!(status.message_id, routed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_are_logged_with_method_party_and_code_but_never_the_token() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let coordinator = IdentityKey::generate();
+    let serve = Serve::start(
+        &work.path().join("data"),
+        work.path().join("serve.log"),
+        &coordinator,
+    );
+    let channel = connect(serve.addr).await;
+    let forged = "forged-token-0123456789abcdef";
+    let refused = router_with(&channel, Bearer::token(forged))
+        .heartbeat(cohort_wire::router::HeartbeatRequest {
+            party_id: "mallory".into(),
+            timestamp: 0,
+        })
+        .await
+        .expect_err("a forged token is refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let alice = login(&channel, "alice", IdentityKey::generate()).await;
+    let refused = alice
+        .router()
+        .heartbeat(cohort_wire::router::HeartbeatRequest {
+            party_id: "bob".into(),
+            timestamp: 0,
+        })
+        .await
+        .expect_err("alice may not heartbeat as bob");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+
+    let log = serve.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("call refused")).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("/mpc.router.v1.MessageRouter/Heartbeat")
+                && l.contains("Unauthenticated")),
+        "the forged-token call is logged: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("party=\"alice\"") || l.contains("party=alice"))
+            && lines.iter().any(|l| l.contains("PermissionDenied")),
+        "the refused call names the party and code: {lines:#?}"
+    );
+    assert!(!log.contains(forged), "the log holds a token:\n{log}");
+    assert!(!log.contains(&alice.token), "the log holds a token:\n{log}");
 }

@@ -1,8 +1,9 @@
 //! Sessions: one coordinated run of a multi-party protocol, and the events it publishes.
 //!
 //! Lifecycle: `created -> in_progress -> completed | failed | expired`. Every participant
-//! gets a single-use join token bound to it; `all_ready` starts the session; completion
-//! reports must agree (same public key, same signature) or the session fails. A session that
+//! gets a join token bound to it (joining again with it is idempotent: a party that lost the
+//! answer may retry); `all_ready` starts the session; completion reports must agree (same
+//! public key, same signature) or the session fails. A session that
 //! makes no progress for the stall timeout fails and names whom it was waiting for.
 
 use serde::{Deserialize, Serialize};
@@ -634,14 +635,14 @@ pub fn validate_route(req: &RouteRequest, limits: &Limits) -> Result<()> {
     validate::party_id("from_party", &req.from_party)?;
     validate::label("message_type", &req.message_type, true)?;
     if req.payload.len() > limits.max_payload_bytes {
-        return Err(Error::invalid(format!(
-            "payload is {} bytes; the limit is {}",
+        return Err(Error::exhausted(format!(
+            "payload is {} bytes; the limit is {} (max_payload_bytes)",
             req.payload.len(),
             limits.max_payload_bytes
         )));
     }
     if req.to_parties.len() > limits.max_recipients {
-        return Err(Error::invalid(format!(
+        return Err(Error::exhausted(format!(
             "to_parties names {} recipients; the limit is {}",
             req.to_parties.len(),
             limits.max_recipients

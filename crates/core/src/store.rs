@@ -129,7 +129,6 @@ pub trait StoreExt: Store {
         R: Send + 'static,
         F: FnMut(&mut dyn Tx) -> Result<R> + Send + 'static,
     {
-        let mut f = f;
         let fut = self.write_boxed(Box::new(move |tx| {
             f(tx).map(|r| Box::new(r) as Box<dyn Any + Send>)
         }));

@@ -754,7 +754,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_the_relay_keeps_serv
     assert_refused(
         r.route_message(route_req(sid, "alice", &["bob"], vec![0u8; max + 1]))
             .await,
-        Code::InvalidArgument,
+        Code::ResourceExhausted,
         "payload",
     );
     let crowd: Vec<String> = (0..1001).map(|i| format!("p{i}")).collect();
@@ -762,7 +762,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_the_relay_keeps_serv
     assert_refused(
         r.route_message(route_req(sid, "alice", &crowd, b"x".to_vec()))
             .await,
-        Code::InvalidArgument,
+        Code::ResourceExhausted,
         "to_parties",
     );
     assert_refused(

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 
 use cohort_wire::cohort::{
-    GetDelegateSharesRequest, GetEncryptionKeysRequest, GetSessionRequest, ListSessionsRequest,
+    GetDelegateSharesRequest, GetEncryptionKeysRequest, ListSessionsRequest,
     PublishEncryptionKeyRequest, ReportFailureRequest, ServerInfoRequest,
 };
 use cohort_wire::router::{
@@ -64,16 +64,6 @@ async fn session_status(p: &Party, session_id: &str) -> String {
         .expect("GetSessionStatus")
         .into_inner()
         .status
-}
-
-async fn get_session(p: &Party, session_id: &str) -> cohort_wire::cohort::SessionSummary {
-    p.sessions()
-        .get_session(GetSessionRequest {
-            session_id: session_id.into(),
-        })
-        .await
-        .expect("GetSession")
-        .into_inner()
 }
 
 /// What a recipient should get: message id, sender, is_broadcast, round, payload.

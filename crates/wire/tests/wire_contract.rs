@@ -626,6 +626,7 @@ const COHORT_FIELDS: &[(&str, &str, i32)] = &[
     ("SessionSummary", "descriptor_signature", 15),
     ("SessionSummary", "creator", 16),
     ("SessionSummary", "result", 17),
+    ("SessionSummary", "failure_culprit", 18),
     ("GetDelegateSharesRequest", "session_id", 1),
     ("DelegateShare", "party_id", 1),
     ("DelegateShare", "encrypted_share", 2),

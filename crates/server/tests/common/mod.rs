@@ -267,3 +267,14 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The session as GetSession shows it to `p`.
+pub async fn get_session(p: &Party, session_id: &str) -> cohort_wire::cohort::SessionSummary {
+    p.sessions()
+        .get_session(cohort_wire::cohort::GetSessionRequest {
+            session_id: session_id.into(),
+        })
+        .await
+        .expect("GetSession")
+        .into_inner()
+}
