@@ -47,9 +47,10 @@ fn find_entry(message: &Message, party_id: &str) -> Option<(MailboxAddr, u64)> {
         .cloned()
 }
 
+/// The message's header (no payload).
 fn require_message(view: &dyn View, id_str: &str, session_id: &str) -> Result<Message> {
     let id: MessageId = validate::message_id("message_id", id_str)?;
-    let message = mailbox::get_message(view, &id)?
+    let message = mailbox::get_header(view, &id)?
         .ok_or_else(|| Error::not_found(format!("message {id_str} not found")))?;
     if !session_id.is_empty() && message.session_id != session_id {
         return Err(Error::not_found(format!(
@@ -59,7 +60,16 @@ fn require_message(view: &dyn View, id_str: &str, session_id: &str) -> Result<Me
     Ok(message)
 }
 
+/// What settling a copy did: its status now, and where the copy is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub status: DeliveryStatus,
+    pub mailbox: MailboxAddr,
+    pub seq: u64,
+}
+
 /// AcknowledgeMessage: the recipient settles its copy, acknowledged or (`ok == false`) failed.
+/// Reads the message's header only, never its payload.
 #[allow(clippy::too_many_arguments)]
 pub fn acknowledge(
     tx: &mut dyn Tx,
@@ -70,7 +80,7 @@ pub fn acknowledge(
     ok: bool,
     error_message: &str,
     now: Millis,
-) -> Result<DeliveryStatus> {
+) -> Result<Settled> {
     validate::party_id("party_id", party_id)?;
     who.must_be("party_id", party_id)?;
     validate::text("error_message", error_message, 1024)?;
@@ -83,13 +93,19 @@ pub fn acknowledge(
         // A session event has no audience but its recipient: once settled, it is gone.
         mailbox::remove_message(tx, &message.id)?;
     }
-    Ok(status)
+    Ok(Settled {
+        status,
+        mailbox: addr,
+        seq,
+    })
 }
 
 /// One recipient's delivery record, as GetMessageStatus reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientStatus {
     pub party_id: String,
+    pub mailbox: MailboxAddr,
+    pub seq: u64,
     pub entry: Entry,
 }
 
@@ -115,6 +131,8 @@ pub fn status(
         if let Some(entry) = mailbox::entry(view, addr, *seq)? {
             out.push(RecipientStatus {
                 party_id: addr.owner.clone(),
+                mailbox: addr.clone(),
+                seq: *seq,
                 entry,
             });
         }

@@ -46,6 +46,9 @@ pub struct Limits {
     pub pending_page: usize,
     /// Most open sessions (and credentials) the sweeper examines per sweep.
     pub sweep_batch: usize,
+    /// Most "delivered" marks the relay keeps in memory (they are not written to the store);
+    /// past it they start over and GetMessageStatus reads "pending" for older deliveries.
+    pub max_delivered_marks: usize,
 }
 
 impl Default for Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
             max_event_types: 64,
             pending_page: 1000,
             sweep_batch: 256,
+            max_delivered_marks: 1_000_000,
         }
     }
 }

@@ -186,19 +186,22 @@ pub fn append(
         put_meta(tx, addr, &meta)?;
         placed.push((addr.clone(), seq));
     }
-    let stored = Message {
+    let mut stored = Message {
         id,
         sender: msg.sender,
         session_id: msg.session_id,
         round: msg.round,
         message_type: msg.message_type,
         is_broadcast: msg.is_broadcast,
-        payload: msg.payload,
+        payload: Vec::new(),
         created_at: now,
         expires_at: msg.expires_at,
         recipients: placed,
     };
+    // The payload lives apart from the header, so settling a copy never reads it.
     tx.put(Table::Messages, &id, &encode(&stored)?)?;
+    tx.put(Table::Payloads, &id, &msg.payload)?;
+    stored.payload = msg.payload;
     Ok(stored)
 }
 
@@ -207,7 +210,17 @@ pub fn last_seq(view: &dyn View, addr: &MailboxAddr) -> Result<u64> {
     Ok(get_meta(view, addr)?.last_seq)
 }
 
+/// A message with its payload.
 pub fn get_message(view: &dyn View, id: &MessageId) -> Result<Option<Message>> {
+    let Some(mut message) = get_header(view, id)? else {
+        return Ok(None);
+    };
+    message.payload = view.get(Table::Payloads, id)?.unwrap_or_default();
+    Ok(Some(message))
+}
+
+/// A message without its payload (`payload` is empty): who sent it, where its copies are.
+pub fn get_header(view: &dyn View, id: &MessageId) -> Result<Option<Message>> {
     view.get(Table::Messages, id)?
         .map(|b| decode(&b))
         .transpose()
@@ -378,6 +391,7 @@ pub fn purge(tx: &mut dyn Tx, addr: &MailboxAddr) -> Result<()> {
     for (key, raw) in tx.scan(Table::Mailbox, &prefix, &to, usize::MAX)? {
         let entry: Entry = decode(&raw)?;
         tx.delete(Table::Messages, &entry.message_id)?;
+        tx.delete(Table::Payloads, &entry.message_id)?;
         tx.delete(Table::Mailbox, &key)?;
         tx.delete(Table::Pending, &key)?;
     }
@@ -386,7 +400,7 @@ pub fn purge(tx: &mut dyn Tx, addr: &MailboxAddr) -> Result<()> {
 
 /// Removes one message and all its entries (used for consumed events).
 pub fn remove_message(tx: &mut dyn Tx, id: &MessageId) -> Result<()> {
-    let Some(message) = get_message(tx, id)? else {
+    let Some(message) = get_header(tx, id)? else {
         return Ok(());
     };
     for (addr, seq) in &message.recipients {
@@ -399,6 +413,7 @@ pub fn remove_message(tx: &mut dyn Tx, id: &MessageId) -> Result<()> {
         }
         tx.delete(Table::Mailbox, &key)?;
     }
+    tx.delete(Table::Payloads, id)?;
     tx.delete(Table::Messages, id)
 }
 

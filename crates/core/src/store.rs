@@ -31,8 +31,10 @@ pub enum Table {
     OpenSessions,
     /// (purge time, session id) -> (): closed sessions whose data is removed after retention
     Purge,
-    /// message id -> Message (payload and recipients, stored once)
+    /// message id -> Message without its payload (sender, recipients ...), stored once
     Messages,
+    /// message id -> payload bytes, as sent
+    Payloads,
     /// (owner, channel, seq) -> MailboxEntry
     Mailbox,
     /// (owner, channel) -> MailboxMeta (last seq)
@@ -48,7 +50,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Parties,
         Table::Challenges,
         Table::Tokens,
@@ -57,6 +59,7 @@ impl Table {
         Table::OpenSessions,
         Table::Purge,
         Table::Messages,
+        Table::Payloads,
         Table::Mailbox,
         Table::MailboxMeta,
         Table::Pending,
@@ -76,6 +79,7 @@ impl Table {
             Table::OpenSessions => "open_sessions",
             Table::Purge => "purge",
             Table::Messages => "messages",
+            Table::Payloads => "payloads",
             Table::Mailbox => "mailbox",
             Table::MailboxMeta => "mailbox_meta",
             Table::Pending => "pending",

@@ -307,10 +307,12 @@ async fn dump(store: &dyn Store) -> Result<BTreeMap<Table, Vec<Pair>>> {
                 .collect::<Result<BTreeMap<_, _>>>()
         })
         .await?;
-    if let Some(messages) = tables.get_mut(&Table::Messages) {
-        let count = messages.len();
-        messages.retain(|(id, _)| id[..] == [0x11; 16] || id[..] == [0x22; 16]);
-        messages.push((b"count".to_vec(), count.to_be_bytes().to_vec()));
+    for t in [Table::Messages, Table::Payloads] {
+        if let Some(messages) = tables.get_mut(&t) {
+            let count = messages.len();
+            messages.retain(|(id, _)| id[..] == [0x11; 16] || id[..] == [0x22; 16]);
+            messages.push((b"count".to_vec(), count.to_be_bytes().to_vec()));
+        }
     }
     if let Some(entries) = tables.get_mut(&Table::Mailbox) {
         for (_, raw) in entries.iter_mut() {

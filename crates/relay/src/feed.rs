@@ -139,11 +139,8 @@ impl MessageFeed {
         loop {
             match self.cursor.step().await? {
                 Step::Batch(batch) => {
-                    let seqs = batch.iter().map(|d| d.seq).collect();
-                    self.cursor
-                        .relay
-                        .mark_delivered(self.cursor.addr.clone(), seqs)
-                        .await?;
+                    let seqs: Vec<u64> = batch.iter().map(|d| d.seq).collect();
+                    self.cursor.relay.mark_delivered(&self.cursor.addr, &seqs);
                     return Ok(batch);
                 }
                 Step::Idle => {

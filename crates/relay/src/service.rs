@@ -18,6 +18,7 @@ use cohort_core::{Error, Limits, Millis, Principal, Result};
 use rand::RngCore;
 use tokio::sync::watch;
 
+use crate::delivered::Delivered;
 use crate::metrics::Metrics;
 use crate::notify::{LocalNotifier, Notifier};
 use crate::wake::{Subscription, Wakeups};
@@ -54,6 +55,8 @@ pub struct Relay {
     pub(crate) wakeups: Wakeups,
     notifier: Arc<dyn Notifier>,
     pub(crate) metrics: Metrics,
+    /// "Delivered" marks, kept in memory (see `delivered.rs`).
+    delivered: Delivered,
     /// Resolved tokens, by hash: tokens cannot be revoked before expiry, so caching is exact.
     token_cache: Mutex<HashMap<[u8; 32], (Principal, Millis)>>,
     shutdown: watch::Sender<bool>,
@@ -76,12 +79,14 @@ impl Relay {
         notifier: Arc<dyn Notifier>,
     ) -> Arc<Relay> {
         let wakeups = Wakeups::new(limits.stream_recent_messages, limits.stream_recent_bytes);
+        let delivered = Delivered::new(limits.max_delivered_marks);
         Arc::new(Relay {
             store,
             limits,
             coordinator_keys,
             notifier,
             wakeups,
+            delivered,
             metrics: Metrics::default(),
             token_cache: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
@@ -550,7 +555,7 @@ impl Relay {
     }
 
     /// GetPendingMessages: waiting messages of `party_id`'s mailbox in `session_id` created
-    /// after `after_timestamp`, at most `pending_page` of them, marked delivered.
+    /// after `after_timestamp`, at most `pending_page` of them, marked delivered (in memory).
     pub async fn pending_after(
         &self,
         who: Principal,
@@ -559,30 +564,24 @@ impl Relay {
         after_timestamp: Millis,
     ) -> Result<Vec<Delivery>> {
         let limit = self.limits.pending_page;
-        let out = self
+        let (addr, out) = self
             .store
-            .write(move |tx| {
-                let addr = delivery::session_mailbox(tx, &who, &session_id, &party_id)?;
-                let out = delivery::pending_after(tx, &addr, after_timestamp, limit)?;
-                let seqs: Vec<u64> = out.iter().map(|d| d.seq).collect();
-                mailbox::mark_delivered(tx, &addr, &seqs, now_ms())?;
-                Ok(out)
+            .read(move |v| {
+                let addr = delivery::session_mailbox(v, &who, &session_id, &party_id)?;
+                let out = delivery::pending_after(v, &addr, after_timestamp, limit)?;
+                Ok((addr, out))
             })
             .await?;
-        self.metrics.messages_delivered.inc_by(out.len() as u64);
+        let seqs: Vec<u64> = out.iter().map(|d| d.seq).collect();
+        self.mark_delivered(&addr, &seqs);
         Ok(out)
     }
 
-    pub(crate) async fn mark_delivered(&self, addr: MailboxAddr, seqs: Vec<u64>) -> Result<()> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let n = seqs.len() as u64;
-        self.store
-            .write(move |tx| mailbox::mark_delivered(tx, &addr, &seqs, now_ms()))
-            .await?;
-        self.metrics.messages_delivered.inc_by(n);
-        Ok(())
+    /// Records that `seqs` of `addr` were handed to a stream. Kept in memory only: a crash
+    /// turns them back into pending, which costs a redelivery receivers drop by id.
+    pub(crate) fn mark_delivered(&self, addr: &MailboxAddr, seqs: &[u64]) {
+        self.delivered.mark(addr, seqs, now_ms());
+        self.metrics.messages_delivered.inc_by(seqs.len() as u64);
     }
 
     /// Settles a batch of pushed events in one transaction: `shown` are marked delivered,
@@ -593,21 +592,18 @@ impl Relay {
         shown: Vec<u64>,
         expired: Vec<mailbox::MessageId>,
     ) -> Result<()> {
-        if shown.is_empty() && expired.is_empty() {
+        self.mark_delivered(&addr, &shown);
+        if expired.is_empty() {
             return Ok(());
         }
-        let n = shown.len() as u64;
         self.store
             .write(move |tx| {
-                mailbox::mark_delivered(tx, &addr, &shown, now_ms())?;
                 for id in &expired {
                     mailbox::remove_message(tx, id)?;
                 }
                 Ok(())
             })
-            .await?;
-        self.metrics.messages_delivered.inc_by(n);
-        Ok(())
+            .await
     }
 
     pub async fn acknowledge(
@@ -634,8 +630,9 @@ impl Relay {
                 )
             })
             .await?;
+        self.delivered.forget(&st.mailbox, st.seq);
         self.metrics.messages_acked.inc();
-        Ok(st)
+        Ok(st.status)
     }
 
     pub async fn message_status(
@@ -644,9 +641,14 @@ impl Relay {
         message_id: String,
         session_id: String,
     ) -> Result<(Message, Vec<RecipientStatus>)> {
-        self.store
+        let (message, mut recipients) = self
+            .store
             .read(move |v| delivery::status(v, &who, &message_id, &session_id))
-            .await
+            .await?;
+        for r in &mut recipients {
+            self.delivered.overlay(&r.mailbox, r.seq, &mut r.entry);
+        }
+        Ok((message, recipients))
     }
 
     pub(crate) fn subscribe(&self, addr: &MailboxAddr) -> Subscription {

@@ -530,7 +530,7 @@ async fn reopening_a_current_database_keeps_its_schema_version() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |row| row.get(0))
         .unwrap();
@@ -582,4 +582,24 @@ async fn store_is_usable_as_a_trait_object() {
         .await
         .unwrap();
     assert_eq!(v.as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_1_database_holding_data_is_refused_not_misread() {
+    let dir = TempDir::new().unwrap();
+    let path = db_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for t in ["messages", "sessions", "meta"] {
+            conn.execute_batch(&format!(
+                "CREATE TABLE {t} (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;"
+            ))
+            .unwrap();
+        }
+        conn.execute_batch("INSERT INTO sessions VALUES (x'01', x'02'); PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    let err = SqliteStore::open(&path, StoreOptions::default()).expect_err("old data refused");
+    assert!(err.message.contains("move it aside"), "{err}");
 }

@@ -22,7 +22,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// Migration `i` takes the schema from version `i` to version `i + 1`. Append only: a
 /// released migration never changes, because databases in the field already ran it.
-const MIGRATIONS: &[Migration] = &[create_tables];
+const MIGRATIONS: &[Migration] = &[create_tables, split_payloads];
 
 /// The schema version this build writes and understands.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -54,6 +54,26 @@ fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// Version 2: payloads live apart from message headers (`payloads`), so settling a copy
+/// never reads its payload. The stored values of version 1 (messages with their payloads,
+/// sessions without a failure culprit) are not readable by this build, and a development
+/// database holding any is refused rather than misread.
+fn split_payloads(conn: &Connection) -> rusqlite::Result<()> {
+    let held: i64 = conn.query_row(
+        "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM sessions)",
+        [],
+        |row| row.get(0),
+    )?;
+    if held > 0 {
+        return Err(rusqlite::Error::InvalidParameterName(
+            "this data directory was written by a development build whose stored format changed \
+             (schema 1); move it aside and start with an empty one"
+                .into(),
+        ));
+    }
+    conn.execute_batch("CREATE TABLE payloads (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;")
 }
 
 /// Opens the read-write connection the writer thread owns, switches the file to WAL and
