@@ -4,6 +4,7 @@
 //! recipient mailbox (`Mailbox`, by owner, channel, seq). `Pending` indexes the entries not yet
 //! acknowledged or failed, so fetching what is waiting costs the same at any mailbox depth.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode, prefix_end, trailing_u64, Key};
@@ -67,7 +68,7 @@ pub struct Message {
     pub round: i32,
     pub message_type: String,
     pub is_broadcast: bool,
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
     pub created_at: Millis,
     pub expires_at: Millis,
     /// Where each recipient's entry is: (mailbox, seq).
@@ -152,7 +153,7 @@ pub struct Outgoing {
     pub round: i32,
     pub message_type: String,
     pub is_broadcast: bool,
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
     pub expires_at: Millis,
 }
 
@@ -193,7 +194,7 @@ pub fn append(
         round: msg.round,
         message_type: msg.message_type,
         is_broadcast: msg.is_broadcast,
-        payload: Vec::new(),
+        payload: Bytes::new(),
         created_at: now,
         expires_at: msg.expires_at,
         recipients: placed,
@@ -215,7 +216,7 @@ pub fn get_message(view: &dyn View, id: &MessageId) -> Result<Option<Message>> {
     let Some(mut message) = get_header(view, id)? else {
         return Ok(None);
     };
-    message.payload = view.get(Table::Payloads, id)?.unwrap_or_default();
+    message.payload = view.get(Table::Payloads, id)?.unwrap_or_default().into();
     Ok(Some(message))
 }
 

@@ -6,6 +6,7 @@
 //! public key, same signature) or the session fails. A session that
 //! makes no progress for the stall timeout fails and names whom it was waiting for.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode, Key};
@@ -301,7 +302,7 @@ pub fn deliver_event(
             round: 0,
             message_type: EVENT_MESSAGE_TYPE.into(),
             is_broadcast: false,
-            payload: encode(&ev)?,
+            payload: encode(&ev)?.into(),
             expires_at,
         };
         mailbox::append(
@@ -626,11 +627,22 @@ pub struct RouteRequest {
     pub to_parties: Vec<String>,
     pub round: i32,
     pub message_type: String,
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
+}
+
+/// A [`RouteRequest`] that passed [`validate_route`]: the relay validates once, off the
+/// store's writer, and the rule takes only what was validated.
+#[derive(Debug, Clone)]
+pub struct ValidRoute(RouteRequest);
+
+impl ValidRoute {
+    pub fn request(&self) -> &RouteRequest {
+        &self.0
+    }
 }
 
 /// Checks a RouteMessage's shape without reading the store (sizes, ids, labels).
-pub fn validate_route(req: &RouteRequest, limits: &Limits) -> Result<()> {
+pub fn validate_route(req: RouteRequest, limits: &Limits) -> Result<ValidRoute> {
     validate::session_id("session_id", &req.session_id)?;
     validate::party_id("from_party", &req.from_party)?;
     validate::label("message_type", &req.message_type, true)?;
@@ -654,7 +666,7 @@ pub fn validate_route(req: &RouteRequest, limits: &Limits) -> Result<()> {
     for (i, p) in req.to_parties.iter().enumerate() {
         validate::party_id(&format!("to_parties[{i}]"), p)?;
     }
-    Ok(())
+    Ok(ValidRoute(req))
 }
 
 /// RouteMessage: stores a message for each recipient within the session. Empty `to_parties`
@@ -662,12 +674,25 @@ pub fn validate_route(req: &RouteRequest, limits: &Limits) -> Result<()> {
 pub fn route(
     tx: &mut dyn Tx,
     who: &Principal,
-    req: RouteRequest,
+    req: &RouteRequest,
     id: MessageId,
     now: Millis,
     limits: &Limits,
 ) -> Result<(Message, Wakeups)> {
-    validate_route(&req, limits)?;
+    let valid = validate_route(req.clone(), limits)?;
+    route_valid(tx, who, &valid, id, now, limits)
+}
+
+/// [`route`] for a request already validated. Borrows it, so a store may run it again.
+pub fn route_valid(
+    tx: &mut dyn Tx,
+    who: &Principal,
+    req: &ValidRoute,
+    id: MessageId,
+    now: Millis,
+    limits: &Limits,
+) -> Result<(Message, Wakeups)> {
+    let req = &req.0;
     who.must_be("from_party", &req.from_party)?;
     let mut s = require(tx, &req.session_id)?;
     s.require_participant(who)?;
@@ -704,9 +729,9 @@ pub fn route(
         sender: req.from_party.clone(),
         session_id: s.id.clone(),
         round: req.round,
-        message_type: req.message_type,
+        message_type: req.message_type.clone(),
         is_broadcast,
-        payload: req.payload,
+        payload: req.payload.clone(),
         expires_at: s.expires_at,
     };
     let message = mailbox::append(tx, out, &recipients, id, now, limits.max_mailbox_depth)?;

@@ -232,9 +232,9 @@ async fn scenario(store: &dyn Store, keys: &Keys) -> Result<Answers> {
                 to_parties: vec!["bob".into()],
                 round: 1,
                 message_type: "r1".into(),
-                payload: b"round one".to_vec(),
+                payload: b"round one".to_vec().into(),
             };
-            session::route(tx, &p, req, [0x11; 16], T0 + 7, &l)
+            session::route(tx, &p, &req, [0x11; 16], T0 + 7, &l)
         })
         .await;
     answer(&mut a, "route", routed)?;
@@ -250,7 +250,7 @@ async fn scenario(store: &dyn Store, keys: &Keys) -> Result<Answers> {
                     round: 0,
                     message_type: "note".into(),
                     is_broadcast: false,
-                    payload: vec![1, 2, 3],
+                    payload: vec![1, 2, 3].into(),
                     expires_at: T0 + 60_000,
                 };
                 mailbox::append(

@@ -104,10 +104,10 @@ fn route(
         to_parties: to.iter().map(|s| s.to_string()).collect(),
         round,
         message_type: "r".into(),
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
     };
     let id = mailbox::new_message_id(T0);
-    session::route(&mut w.tx, who, req, id, T0 + 1, &w.limits).map(|(m, _)| m.id)
+    session::route(&mut w.tx, who, &req, id, T0 + 1, &w.limits).map(|(m, _)| m.id)
 }
 
 #[test]
@@ -476,9 +476,9 @@ fn non_members_may_not_send_or_receive() {
         to_parties: vec![],
         round: 1,
         message_type: "r".into(),
-        payload: vec![],
+        payload: Default::default(),
     };
-    let e = session::route(&mut w.tx, &a, forged, [0; 16], T0, &w.limits).unwrap_err();
+    let e = session::route(&mut w.tx, &a, &forged, [0; 16], T0, &w.limits).unwrap_err();
     assert_eq!(e.kind, ErrorKind::PermissionDenied);
 }
 
@@ -521,7 +521,7 @@ fn ack_up_to_removes_only_up_to_seq() {
             round: 0,
             message_type: String::new(),
             is_broadcast: false,
-            payload: vec![i],
+            payload: vec![i].into(),
             expires_at: T0 + 1000,
         };
         mailbox::append(&mut tx, out, std::slice::from_ref(&addr), [i; 16], T0, 100).unwrap();
@@ -551,7 +551,7 @@ fn mailbox_depth_quota_is_enforced() {
         round: 0,
         message_type: String::new(),
         is_broadcast: false,
-        payload: vec![],
+        payload: Default::default(),
         expires_at: 0,
     };
     for i in 0..3u8 {
@@ -760,7 +760,7 @@ fn mailbox_with_a_channel_too_long_for_a_key_is_refused() {
         round: 0,
         message_type: String::new(),
         is_broadcast: false,
-        payload: vec![1],
+        payload: vec![1].into(),
         expires_at: T0 + 1000,
     };
     for addr in [&a, &b] {

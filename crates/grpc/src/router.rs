@@ -34,7 +34,7 @@ fn to_wire(d: &Delivery) -> MpcMessage {
         is_broadcast: d.message.is_broadcast,
         round_number: d.message.round,
         message_type: d.message.message_type.clone(),
-        payload: d.message.payload.clone(),
+        payload: d.message.payload.to_vec(),
         created_at: d.message.created_at,
     }
 }
@@ -131,7 +131,7 @@ impl MessageRouter for RouterService {
             to_parties: r.to_parties,
             round: r.round_number,
             message_type: r.message_type,
-            payload: r.payload,
+            payload: r.payload.into(),
         };
         let id = self.relay.route(who, route).await.map_err(status)?;
         Ok(Response::new(RouteMessageResponse {

@@ -501,13 +501,13 @@ impl Relay {
 
     /// RouteMessage: returns the message id once the commit is durable.
     pub async fn route(&self, who: Principal, req: RouteRequest) -> Result<String> {
-        session::validate_route(&req, &self.limits)?;
+        let req = session::validate_route(req, &self.limits)?;
         let limits = self.limits.clone();
-        let bytes = req.payload.len() as u64;
+        let bytes = req.request().payload.len() as u64;
         let id = mailbox::new_message_id(now_ms());
         let (message, _wake) = self
             .store
-            .write(move |tx| session::route(tx, &who, req.clone(), id, now_ms(), &limits))
+            .write(move |tx| session::route_valid(tx, &who, &req, id, now_ms(), &limits))
             .await?;
         // The wakeups are exactly the message's recipients; hand it over in memory too.
         let message = Arc::new(message);

@@ -158,7 +158,7 @@ mod tests {
             round: 0,
             message_type: String::new(),
             is_broadcast: false,
-            payload: vec![1; 10],
+            payload: vec![1; 10].into(),
             created_at: 0,
             expires_at: 0,
             recipients: seqs.to_vec(),
