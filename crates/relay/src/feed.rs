@@ -25,12 +25,19 @@ struct Cursor {
     /// Highest seq handed out (or known to hold nothing waiting).
     seq: u64,
     batch: usize,
+    /// The mailbox's wakeup count when this cursor last read the store and found nothing
+    /// more: while it stands and memory has handed over nothing past `seq`, the stream is
+    /// caught up without asking the store again.
+    read_at: Option<u64>,
 }
 
 enum Step {
     Batch(Vec<Delivery>),
-    /// Nothing waiting right now.
-    Idle,
+    /// Nothing waiting right now; `read_store` says whether the store was asked (after a
+    /// wakeup that carried no message, or to catch up), so lifecycle checks run then only.
+    Idle {
+        read_store: bool,
+    },
 }
 
 impl Cursor {
@@ -47,6 +54,7 @@ impl Cursor {
             stop,
             seq: 0,
             batch,
+            read_at: None,
         }
     }
 
@@ -68,8 +76,15 @@ impl Cursor {
             .relay
             .wakeups
             .recent_run(&self.addr, self.seq, self.batch);
-        if !recent.is_empty() {
+        if recent.run.is_empty()
+            && recent.handed <= self.seq
+            && self.read_at == Some(recent.notified)
+        {
+            return Ok(Step::Idle { read_store: false });
+        }
+        if !recent.run.is_empty() {
             let batch: Vec<Delivery> = recent
+                .run
                 .into_iter()
                 .map(|(seq, message)| Delivery {
                     seq,
@@ -82,6 +97,8 @@ impl Cursor {
             }
             return Ok(Step::Batch(batch));
         }
+        // Taken before the read: a wakeup during it makes the next step read again.
+        let notified = recent.notified;
         let (batch, last) = self
             .relay
             .peek_with_last_seq(self.addr.clone(), self.seq, self.batch)
@@ -94,7 +111,8 @@ impl Cursor {
             self.seq = self.seq.max(last);
         }
         Ok(if batch.is_empty() {
-            Step::Idle
+            self.read_at = Some(notified);
+            Step::Idle { read_store: true }
         } else {
             Step::Batch(batch)
         })
@@ -143,7 +161,8 @@ impl MessageFeed {
                     self.cursor.relay.mark_delivered(&self.cursor.addr, &seqs);
                     return Ok(batch);
                 }
-                Step::Idle => {
+                Step::Idle { read_store: false } => self.cursor.wait().await?,
+                Step::Idle { read_store: true } => {
                     if let Some(closed) = self
                         .cursor
                         .relay
@@ -237,7 +256,7 @@ impl EventFeed {
                         return Ok(shown);
                     }
                 }
-                Step::Idle => self.cursor.wait().await?,
+                Step::Idle { .. } => self.cursor.wait().await?,
             }
         }
     }

@@ -19,6 +19,19 @@ struct Slot {
     tx: watch::Sender<u64>,
     recent: BTreeMap<u64, Arc<Message>>,
     recent_bytes: usize,
+    /// Highest seq handed over in memory.
+    handed: u64,
+    /// Bumped by every wakeup that carries no message (events, a session closing, another
+    /// node's commit): a stream must read the store to see what it was about.
+    notified: u64,
+}
+
+/// What memory holds for a stream at `after`: the run of messages that follow it, and
+/// whether the store may hold anything memory does not.
+pub(crate) struct Recent {
+    pub(crate) run: Vec<(u64, Arc<Message>)>,
+    pub(crate) handed: u64,
+    pub(crate) notified: u64,
 }
 
 impl Slot {
@@ -67,6 +80,8 @@ impl Wakeups {
             tx: watch::channel(0).0,
             recent: BTreeMap::new(),
             recent_bytes: 0,
+            handed: 0,
+            notified: 0,
         });
         Subscription {
             rx: slot.tx.subscribe(),
@@ -79,8 +94,10 @@ impl Wakeups {
             return;
         }
         let map = self.lock();
+        let mut map = map;
         for a in addrs {
-            if let Some(slot) = map.get(a) {
+            if let Some(slot) = map.get_mut(a) {
+                slot.notified = slot.notified.wrapping_add(1);
                 slot.tx.send_modify(|v| *v = v.wrapping_add(1));
             }
         }
@@ -94,6 +111,7 @@ impl Wakeups {
                 if slot.tx.receiver_count() > 0 {
                     slot.keep(*seq, message.clone(), self.recent_max);
                 }
+                slot.handed = slot.handed.max(*seq);
                 slot.tx.send_modify(|v| *v = v.wrapping_add(1));
             }
         }
@@ -101,15 +119,14 @@ impl Wakeups {
 
     /// The messages of `addr` with seqs `after + 1, after + 2, ...` held in memory, stopping
     /// at the first gap, at most `limit`. Forgets those at or below `after`.
-    pub(crate) fn recent_run(
-        &self,
-        addr: &MailboxAddr,
-        after: u64,
-        limit: usize,
-    ) -> Vec<(u64, Arc<Message>)> {
+    pub(crate) fn recent_run(&self, addr: &MailboxAddr, after: u64, limit: usize) -> Recent {
         let mut map = self.lock();
         let Some(slot) = map.get_mut(addr) else {
-            return Vec::new();
+            return Recent {
+                run: Vec::new(),
+                handed: u64::MAX,
+                notified: 0,
+            };
         };
         while let Some(entry) = slot.recent.first_entry() {
             if *entry.key() > after {
@@ -127,7 +144,11 @@ impl Wakeups {
             }
             next += 1;
         }
-        out
+        Recent {
+            run: out,
+            handed: slot.handed,
+            notified: slot.notified,
+        }
     }
 
     /// How many of `addrs` have at least one live subscriber.
@@ -173,11 +194,21 @@ mod tests {
         for seq in [3, 1, 2, 5] {
             w.deliver(&msg(&[(addr.clone(), seq)]));
         }
-        let run: Vec<u64> = w.recent_run(&addr, 0, 10).iter().map(|(s, _)| *s).collect();
+        let run: Vec<u64> = w
+            .recent_run(&addr, 0, 10)
+            .run
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
         assert_eq!(run, vec![1, 2, 3], "4 is missing, so 5 waits for the store");
-        let run: Vec<u64> = w.recent_run(&addr, 4, 10).iter().map(|(s, _)| *s).collect();
+        let run: Vec<u64> = w
+            .recent_run(&addr, 4, 10)
+            .run
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
         assert_eq!(run, vec![5]);
-        assert!(w.recent_run(&addr, 5, 10).is_empty());
+        assert!(w.recent_run(&addr, 5, 10).run.is_empty());
     }
 
     #[test]
@@ -186,6 +217,6 @@ mod tests {
         let addr = MailboxAddr::new("b", b"c".to_vec());
         w.deliver(&msg(&[(addr.clone(), 1)]));
         let _sub = w.subscribe(&addr);
-        assert!(w.recent_run(&addr, 0, 10).is_empty());
+        assert!(w.recent_run(&addr, 0, 10).run.is_empty());
     }
 }
