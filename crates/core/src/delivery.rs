@@ -1,7 +1,7 @@
 //! Who may read, acknowledge and inspect which messages. The storage mechanics are in
 //! [`crate::mailbox`]; this module holds the authorization rules every front shares.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::identity::Principal;
 use crate::limits::Millis;
 use crate::mailbox::{self, Delivery, DeliveryStatus, Entry, MailboxAddr, Message, MessageId};
@@ -68,6 +68,17 @@ pub struct Settled {
     pub seq: u64,
 }
 
+/// One AcknowledgeMessage, as [`acknowledge_batch`] takes it.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub who: Principal,
+    pub message_id: String,
+    pub party_id: String,
+    pub session_id: String,
+    pub ok: bool,
+    pub error_message: String,
+}
+
 /// AcknowledgeMessage: the recipient settles its copy, acknowledged or (`ok == false`) failed.
 /// Reads the message's header only, never its payload.
 #[allow(clippy::too_many_arguments)]
@@ -81,23 +92,77 @@ pub fn acknowledge(
     error_message: &str,
     now: Millis,
 ) -> Result<Settled> {
-    validate::party_id("party_id", party_id)?;
-    who.must_be("party_id", party_id)?;
-    validate::text("error_message", error_message, 1024)?;
-    let message = require_message(tx, message_id, session_id)?;
-    let (addr, seq) = find_entry(&message, party_id).ok_or_else(|| {
-        Error::denied(format!("message {message_id} was not sent to {party_id:?}"))
+    let ack = Ack {
+        who: who.clone(),
+        message_id: message_id.to_string(),
+        party_id: party_id.to_string(),
+        session_id: session_id.to_string(),
+        ok,
+        error_message: error_message.to_string(),
+    };
+    acknowledge_batch(tx, std::slice::from_ref(&ack), now)?
+        .pop()
+        .unwrap_or_else(|| Err(Error::internal("an ack batch of one answered nothing")))
+}
+
+/// Many acknowledgments in one transaction, each answered on its own: a refused one changes
+/// nothing (every check comes before the first write), and each mailbox's pending count is
+/// rewritten once for the whole batch. A store failure (not a refusal) fails the whole
+/// batch with the outer `Err`, so the caller's transaction rolls back.
+pub fn acknowledge_batch(
+    tx: &mut dyn Tx,
+    acks: &[Ack],
+    now: Millis,
+) -> Result<Vec<Result<Settled>>> {
+    let mut released: Vec<(MailboxAddr, u64)> = Vec::new();
+    let mut out = Vec::with_capacity(acks.len());
+    for a in acks {
+        let one = acknowledge_one(tx, a, now).map(|(settled, newly)| {
+            if newly {
+                match released.iter_mut().find(|(m, _)| *m == settled.mailbox) {
+                    Some((_, n)) => *n += 1,
+                    None => released.push((settled.mailbox.clone(), 1)),
+                }
+            }
+            settled
+        });
+        if let Err(e) = &one {
+            if matches!(e.kind, ErrorKind::Internal | ErrorKind::Unavailable) {
+                return Err(e.clone());
+            }
+        }
+        out.push(one);
+    }
+    for (addr, n) in &released {
+        mailbox::release(tx, addr, *n)?;
+    }
+    Ok(out)
+}
+
+fn acknowledge_one(tx: &mut dyn Tx, a: &Ack, now: Millis) -> Result<(Settled, bool)> {
+    validate::party_id("party_id", &a.party_id)?;
+    a.who.must_be("party_id", &a.party_id)?;
+    validate::text("error_message", &a.error_message, 1024)?;
+    let message = require_message(tx, &a.message_id, &a.session_id)?;
+    let (addr, seq) = find_entry(&message, &a.party_id).ok_or_else(|| {
+        Error::denied(format!(
+            "message {} was not sent to {:?}",
+            a.message_id, a.party_id
+        ))
     })?;
-    let status = mailbox::settle(tx, &addr, seq, ok, error_message, now)?;
-    if addr == MailboxAddr::events(party_id) {
+    let (status, newly) = mailbox::settle_entry(tx, &addr, seq, a.ok, &a.error_message, now)?;
+    if addr == MailboxAddr::events(&a.party_id) {
         // A session event has no audience but its recipient: once settled, it is gone.
         mailbox::remove_message(tx, &message.id)?;
     }
-    Ok(Settled {
-        status,
-        mailbox: addr,
-        seq,
-    })
+    Ok((
+        Settled {
+            status,
+            mailbox: addr,
+            seq,
+        },
+        newly,
+    ))
 }
 
 /// One recipient's delivery record, as GetMessageStatus reports it.

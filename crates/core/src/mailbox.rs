@@ -321,6 +321,24 @@ pub fn settle(
     error: &str,
     now: Millis,
 ) -> Result<DeliveryStatus> {
+    let (status, newly) = settle_entry(tx, addr, seq, ok, error, now)?;
+    if newly {
+        release(tx, addr, 1)?;
+    }
+    Ok(status)
+}
+
+/// [`settle`] without the mailbox's pending count: returns the status and whether this call
+/// settled the entry (so the caller owes the mailbox one [`release`]). Lets a batch of acks
+/// update each mailbox's counter once. Refuses before it writes anything.
+pub fn settle_entry(
+    tx: &mut dyn Tx,
+    addr: &MailboxAddr,
+    seq: u64,
+    ok: bool,
+    error: &str,
+    now: Millis,
+) -> Result<(DeliveryStatus, bool)> {
     let key = addr.entry_key(seq)?;
     let Some(raw) = tx.get(Table::Mailbox, &key)? else {
         return Err(Error::not_found(format!(
@@ -329,7 +347,7 @@ pub fn settle(
     };
     let mut entry: Entry = decode(&raw)?;
     if entry.status.is_final() {
-        return Ok(entry.status);
+        return Ok((entry.status, false));
     }
     if entry.delivered_at == 0 {
         entry.delivered_at = now;
@@ -343,10 +361,17 @@ pub fn settle(
     }
     tx.put(Table::Mailbox, &key, &encode(&entry)?)?;
     tx.delete(Table::Pending, &key)?;
+    Ok((entry.status, true))
+}
+
+/// Takes `settled` entries off a mailbox's pending count.
+pub fn release(tx: &mut dyn Tx, addr: &MailboxAddr, settled: u64) -> Result<()> {
+    if settled == 0 {
+        return Ok(());
+    }
     let mut meta = get_meta(tx, addr)?;
-    meta.pending = meta.pending.saturating_sub(1);
-    put_meta(tx, addr, &meta)?;
-    Ok(entry.status)
+    meta.pending = meta.pending.saturating_sub(settled);
+    put_meta(tx, addr, &meta)
 }
 
 /// Acknowledges every waiting entry with seq <= `seq_up_to`. Returns how many it settled.

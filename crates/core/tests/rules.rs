@@ -785,3 +785,50 @@ fn mailbox_with_a_channel_too_long_for_a_key_is_refused() {
     mailbox::append(&mut tx, out, std::slice::from_ref(&ok), [2; 16], T0, 10).unwrap();
     assert_eq!(mailbox::pending_count(&tx, &ok).unwrap(), 1);
 }
+
+#[test]
+fn an_ack_batch_answers_each_ack_and_counts_each_mailbox_once() {
+    use cohort_core::delivery::{self, Ack};
+    let mut w = World::new();
+    let (a, b) = (w.party("a"), w.party("b"));
+    let coord = w.coordinator();
+    let s = w.session(&coord, &["a", "b"], 2);
+    let ids: Vec<_> = (0..3)
+        .map(|i| route(&mut w, &a, &s.id, &["b"], 1, &[i]).unwrap())
+        .collect();
+    let addr_b = MailboxAddr::session("b", &s.id);
+    assert_eq!(mailbox::pending_count(&w.tx, &addr_b).unwrap(), 3);
+    let ack = |who: &Principal, id: &[u8; 16], party: &str| Ack {
+        who: who.clone(),
+        message_id: mailbox::message_id_string(id),
+        party_id: party.into(),
+        session_id: s.id.clone(),
+        ok: true,
+        error_message: String::new(),
+    };
+    let batch = [
+        ack(&b, &ids[0], "b"),
+        ack(&a, &ids[1], "b"), // a acting as b: refused, changes nothing
+        ack(&b, &ids[2], "b"),
+        ack(&b, &ids[0], "b"), // again: a no-op that reports the status reached
+    ];
+    let out = delivery::acknowledge_batch(&mut w.tx, &batch, T0).unwrap();
+    assert_eq!(out.len(), 4);
+    assert_eq!(
+        out[0].as_ref().unwrap().status,
+        DeliveryStatus::Acknowledged
+    );
+    assert_eq!(
+        out[1].as_ref().unwrap_err().kind,
+        ErrorKind::PermissionDenied
+    );
+    assert_eq!(out[2].as_ref().unwrap().seq, 3);
+    assert_eq!(
+        out[3].as_ref().unwrap().status,
+        DeliveryStatus::Acknowledged
+    );
+    assert_eq!(mailbox::pending_count(&w.tx, &addr_b).unwrap(), 1);
+    let left = mailbox::pending(&w.tx, &addr_b, 0, 10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].message.id, ids[1]);
+}

@@ -4,6 +4,7 @@
 //! (through `cohort_core::store::Store`) and with the fronts.
 #![forbid(unsafe_code)]
 
+mod batch;
 mod delivered;
 pub mod feed;
 mod metrics;

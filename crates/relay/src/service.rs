@@ -57,6 +57,9 @@ pub struct Relay {
     pub(crate) metrics: Metrics,
     /// "Delivered" marks, kept in memory (see `delivered.rs`).
     delivered: Delivered,
+    /// Acknowledgments coalesced into one write per batch; started on first use, inside
+    /// the runtime.
+    acks: std::sync::OnceLock<crate::batch::AckBatcher>,
     /// Resolved tokens, by hash: tokens cannot be revoked before expiry, so caching is exact.
     token_cache: Mutex<HashMap<[u8; 32], (Principal, Millis)>>,
     shutdown: watch::Sender<bool>,
@@ -87,6 +90,7 @@ impl Relay {
             notifier,
             wakeups,
             delivered,
+            acks: std::sync::OnceLock::new(),
             metrics: Metrics::default(),
             token_cache: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
@@ -615,21 +619,18 @@ impl Relay {
         ok: bool,
         error: String,
     ) -> Result<DeliveryStatus> {
-        let st = self
-            .store
-            .write(move |tx| {
-                delivery::acknowledge(
-                    tx,
-                    &who,
-                    &message_id,
-                    &party_id,
-                    &session_id,
-                    ok,
-                    &error,
-                    now_ms(),
-                )
-            })
-            .await?;
+        let ack = delivery::Ack {
+            who,
+            message_id,
+            party_id,
+            session_id,
+            ok,
+            error_message: error,
+        };
+        let batcher = self
+            .acks
+            .get_or_init(|| crate::batch::AckBatcher::start(self.store.clone()));
+        let st = batcher.ack(ack).await?;
         self.delivered.forget(&st.mailbox, st.seq);
         self.metrics.messages_acked.inc();
         Ok(st.status)
