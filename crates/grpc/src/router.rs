@@ -12,8 +12,6 @@ use cohort_core::session::{
 use cohort_relay::{EventFeed, MessageFeed};
 use cohort_wire::router::message_router_server::MessageRouter;
 use cohort_wire::router::*;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -83,38 +81,48 @@ fn party_infos(s: &Session) -> Vec<PartyInfo> {
         .collect()
 }
 
-/// Sends what a feed yields to a stream until the feed ends or the client goes away. A
-/// feed's end (closed session, shutdown) reaches the client as its status.
-fn forward<T, I, Fut>(
-    tx: mpsc::Sender<Result<T, Status>>,
-    mut next: impl FnMut() -> Fut + Send + 'static,
-    encode: impl Fn(I) -> T + Send + 'static,
-) where
-    T: Send + 'static,
+/// A feed as a response stream, polled by the connection itself: no task and no channel per
+/// stream (both cost memory per subscriber and a wakeup per message). The feed's end (a
+/// closed session, shutdown) reaches the client as the stream's status; a client that goes
+/// away drops the stream, and with it the feed and its subscription.
+fn stream_of<F, I, T, Fut>(
+    feed: F,
+    next: fn(F) -> Fut,
+    encode: fn(I) -> T,
+) -> impl Stream<Item = Result<T, Status>> + Send + 'static
+where
+    F: Send + 'static,
     I: Send + 'static,
-    Fut: std::future::Future<Output = cohort_core::Result<Vec<I>>> + Send,
+    T: Send + 'static,
+    Fut: std::future::Future<Output = (F, cohort_core::Result<Vec<I>>)> + Send + 'static,
 {
-    tokio::spawn(async move {
+    let start = (Some(feed), std::collections::VecDeque::<I>::new());
+    futures_util::stream::unfold(start, move |(mut feed, mut queued)| async move {
         loop {
-            let batch = tokio::select! {
-                b = next() => b,
-                _ = tx.closed() => return,
-            };
+            if let Some(item) = queued.pop_front() {
+                return Some((Ok(encode(item)), (feed, queued)));
+            }
+            let (f, batch) = next(feed?).await;
             match batch {
                 Ok(batch) => {
-                    for item in batch {
-                        if tx.send(Ok(encode(item))).await.is_err() {
-                            return;
-                        }
-                    }
+                    queued.extend(batch);
+                    feed = Some(f);
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(status(e))).await;
-                    return;
-                }
+                // Ends the stream after this item: the feed is not put back.
+                Err(e) => return Some((Err(status(e)), (None, queued))),
             }
         }
-    });
+    })
+}
+
+async fn next_messages(mut feed: MessageFeed) -> (MessageFeed, cohort_core::Result<Vec<Delivery>>) {
+    let batch = feed.next().await;
+    (feed, batch)
+}
+
+async fn next_events(mut feed: EventFeed) -> (EventFeed, cohort_core::Result<Vec<CoreEvent>>) {
+    let batch = feed.next().await;
+    (feed, batch)
 }
 
 #[tonic::async_trait]
@@ -151,17 +159,11 @@ impl MessageRouter for RouterService {
         let feed = MessageFeed::open(&self.relay, who, r.session_id, r.party_id)
             .await
             .map_err(status)?;
-        let feed = Arc::new(tokio::sync::Mutex::new(feed));
-        let (tx, rx) = mpsc::channel(self.relay.limits().stream_batch);
-        forward(
-            tx,
-            move || {
-                let feed = feed.clone();
-                async move { feed.lock().await.next().await }
-            },
-            |d: Delivery| to_wire(&d),
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream_of(
+            feed,
+            next_messages,
+            |d| to_wire(&d),
+        ))))
     }
 
     async fn get_pending_messages(
@@ -291,17 +293,11 @@ impl MessageRouter for RouterService {
         let r = req.into_inner();
         let feed =
             EventFeed::open(&self.relay, &who, &r.party_id, r.event_types).map_err(status)?;
-        let feed = Arc::new(tokio::sync::Mutex::new(feed));
-        let (tx, rx) = mpsc::channel(self.relay.limits().stream_batch);
-        forward(
-            tx,
-            move || {
-                let feed = feed.clone();
-                async move { feed.lock().await.next().await }
-            },
+        Ok(Response::new(Box::pin(stream_of(
+            feed,
+            next_events,
             event_to_wire,
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        ))))
     }
 
     async fn publish_session_event(
