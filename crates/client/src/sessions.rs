@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cohort_wire::cohort::{
-    CreateSessionRequest, GetSessionRequest, ListSessionsRequest, Participant,
+    CreateSessionRequest, GetSessionRequest, JoinRequest, ListSessionsRequest, Participant,
     ReportFailureRequest, SessionSummary,
 };
 use cohort_wire::router::{
@@ -212,6 +212,58 @@ impl Client {
             })
             .await?;
         join_info(self, session_id, r)
+    }
+
+    /// Joins and (with `ready`) marks this party ready in one call, and returns the session
+    /// as it then stands (its signed descriptor included) and whether every participant is
+    /// ready: one round trip where join, GetSession and ready take three.
+    pub async fn join_ready(
+        &self,
+        session_id: &str,
+        join_token: &str,
+        ready: bool,
+    ) -> Result<(JoinInfo, SessionSummary, bool), ClientError> {
+        const RPC: &str = "Sessions/Join";
+        let req = JoinRequest {
+            session_id: session_id.to_string(),
+            party_id: self.party_id().to_string(),
+            join_token: join_token.to_string(),
+            ready,
+        };
+        let r = self
+            .call(RPC, || {
+                let mut c = self.sessions_rpc();
+                let req = req.clone();
+                async move { c.join(req).await }
+            })
+            .await?;
+        let summary = r
+            .session
+            .ok_or_else(|| ClientError::bad_response(self.url(), RPC, "session is missing"))?;
+        // The same checks as JoinSession's answer, on the same fields.
+        let as_router = cohort_wire::router::JoinSessionResponse {
+            success: true,
+            other_parties: summary
+                .participants
+                .iter()
+                .map(|p| PartyInfo {
+                    party_id: p.party_id.clone(),
+                    party_index: p.party_index,
+                    device_info: None,
+                })
+                .collect(),
+            party_index: r.party_index,
+            session_info: Some(cohort_wire::router::SessionInfo {
+                session_id: summary.session_id.clone(),
+                session_type: summary.session_type.clone(),
+                threshold_n: summary.threshold_n,
+                threshold_t: summary.threshold_t,
+                message_hash: summary.message_hash.clone(),
+                status: summary.status.clone(),
+            }),
+        };
+        let info = join_info(self, session_id, as_router)?;
+        Ok((info, summary, r.all_ready))
     }
 
     /// Marks this party ready; returns whether every participant now is (the session started).

@@ -619,6 +619,34 @@ pub fn mark_ready(
     Ok((all_ready, wakeups))
 }
 
+/// Join and, when `ready`, mark ready, in one transaction: a party that checks the
+/// session's signed descriptor after joining saves two round trips (it reports a failure
+/// if the descriptor does not hold, which fails the session whatever its readiness).
+/// Returns the session as it stands after both, and `all_ready`.
+#[allow(clippy::too_many_arguments)]
+pub fn join_ready(
+    tx: &mut dyn Tx,
+    who: &Principal,
+    session_id: &str,
+    party_id: &str,
+    join_token: &str,
+    device: Option<DeviceInfo>,
+    ready: bool,
+    now: Millis,
+    limits: &Limits,
+) -> Result<(Session, bool, Wakeups)> {
+    let (s, mut wakeups) = join(
+        tx, who, session_id, party_id, join_token, device, now, limits,
+    )?;
+    if !ready {
+        let all = s.participants.iter().all(|p| p.ready);
+        return Ok((s, all, wakeups));
+    }
+    let (all, more) = mark_ready(tx, who, session_id, party_id, now, limits)?;
+    wakeups.extend(more);
+    Ok((require(tx, session_id)?, all, wakeups))
+}
+
 /// What RouteMessage asks for.
 #[derive(Debug, Clone)]
 pub struct RouteRequest {

@@ -6,8 +6,8 @@ use cohort_core::session::{CreateRequest, Session, SessionStatus};
 use cohort_wire::cohort::sessions_server::Sessions;
 use cohort_wire::cohort::{
     CreateSessionRequest, CreateSessionResponse, DelegateShare, GetDelegateSharesRequest,
-    GetDelegateSharesResponse, GetSessionRequest, ListSessionsRequest, ListSessionsResponse,
-    Participant, ReportFailureRequest, ReportFailureResponse, SessionSummary,
+    GetDelegateSharesResponse, GetSessionRequest, JoinRequest, JoinResponse, ListSessionsRequest,
+    ListSessionsResponse, Participant, ReportFailureRequest, ReportFailureResponse, SessionSummary,
 };
 use tonic::{Request, Response, Status};
 
@@ -166,5 +166,25 @@ impl Sessions for SessionsService {
             .await
             .map_err(status)?;
         Ok(Response::new(ReportFailureResponse {}))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let who = principal(&self.relay, &req).await?;
+        let r = req.into_inner();
+        let party_id = r.party_id.clone();
+        let (s, all_ready) = self
+            .relay
+            .join_ready(who, r.session_id, r.party_id, r.join_token, r.ready)
+            .await
+            .map_err(status)?;
+        let party_index = s
+            .participant(&party_id)
+            .map(|p| i32::from(p.index))
+            .unwrap_or(0);
+        Ok(Response::new(JoinResponse {
+            session: Some(summary(s)),
+            party_index,
+            all_ready,
+        }))
     }
 }

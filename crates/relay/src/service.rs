@@ -389,6 +389,37 @@ impl Relay {
         Ok(s)
     }
 
+    /// Join and (when `ready`) mark ready in one transaction; returns the session and
+    /// `all_ready`.
+    pub async fn join_ready(
+        &self,
+        who: Principal,
+        session_id: String,
+        party_id: String,
+        token: String,
+        ready: bool,
+    ) -> Result<(Session, bool)> {
+        let limits = self.limits.clone();
+        let (s, all, wake) = self
+            .store
+            .write(move |tx| {
+                session::join_ready(
+                    tx,
+                    &who,
+                    &session_id,
+                    &party_id,
+                    &token,
+                    None,
+                    ready,
+                    now_ms(),
+                    &limits,
+                )
+            })
+            .await?;
+        self.changed(&wake);
+        Ok((s, all))
+    }
+
     pub async fn mark_ready(
         &self,
         who: Principal,

@@ -115,3 +115,47 @@ async fn joining_again_with_ones_own_token_is_idempotent_and_nobody_else_may_use
     let as_alice = join(&b, "alice").await.expect_err("posing as alice");
     assert_eq!(as_alice.code(), Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_with_ready_in_one_call_answers_the_session_and_starts_it_when_all_are_ready() {
+    use cohort_wire::cohort::JoinRequest;
+    let relay = Relay::start().await;
+    let coord = relay.coordinator().await;
+    let a = relay.party("alice").await;
+    let b = relay.party("bob").await;
+    let s = create_session(&coord, &[&a, &b]).await;
+    let join = |p: &Party, ready: bool| {
+        let req = JoinRequest {
+            session_id: s.session_id.clone(),
+            party_id: p.id.clone(),
+            join_token: s.join_tokens[&p.id].clone(),
+            ready,
+        };
+        let mut sessions = p.sessions();
+        async move { sessions.join(req).await }
+    };
+    let first = join(&a, true)
+        .await
+        .expect("alice joins ready")
+        .into_inner();
+    assert!(!first.all_ready);
+    let summary = first.session.expect("the session comes with the answer");
+    assert_eq!(summary.status, "created");
+    assert!(summary
+        .participants
+        .iter()
+        .any(|p| p.party_id == "alice" && p.joined && p.ready));
+    assert!(first.party_index >= 1);
+    let second = join(&b, true).await.expect("bob joins ready").into_inner();
+    assert!(second.all_ready);
+    assert_eq!(second.session.expect("session").status, "in_progress");
+    // Someone else's token is refused, and nothing changes.
+    let wrong = JoinRequest {
+        session_id: s.session_id.clone(),
+        party_id: "bob".into(),
+        join_token: s.join_tokens["alice"].clone(),
+        ready: true,
+    };
+    let refused = b.sessions().join(wrong).await.expect_err("alice's token");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+}
