@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // 1 KiB codec buffers per call and stream instead of 8 KiB (see `SmallBufferCodec`).
+        .codec_path("crate::SmallBufferCodec")
         .file_descriptor_set_path(out_dir.join("cohort_wire_descriptor.bin"))
         .compile_with_config(config, PROTOS, &["proto"])?;
     Ok(())

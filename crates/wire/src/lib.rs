@@ -34,3 +34,44 @@ pub mod cohort {
 /// (`tonic_reflection::server::Builder::register_encoded_file_descriptor_set`).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cohort_wire_descriptor.bin"));
+
+/// The protobuf codec every generated client and server uses: prost's, with 1 KiB buffers
+/// instead of tonic's 8 KiB default. Tonic allocates a buffer per call and per stream; a
+/// relay holding 10,000 subscription streams holds 10,000 of them, while its messages are
+/// mostly far smaller. Buffers still grow to fit any message.
+pub struct SmallBufferCodec<T, U>(std::marker::PhantomData<fn(T) -> U>);
+
+impl<T, U> Default for SmallBufferCodec<T, U> {
+    fn default() -> Self {
+        SmallBufferCodec(std::marker::PhantomData)
+    }
+}
+
+/// Start size and growth step of [`SmallBufferCodec`]'s buffers, and tonic's yield threshold.
+const CODEC_BUFFER: usize = 1024;
+const CODEC_YIELD: usize = 32 * 1024;
+
+impl<T, U> tonic::codec::Codec for SmallBufferCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = <tonic_prost::ProstCodec<T, U> as tonic::codec::Codec>::Encoder;
+    type Decoder = <tonic_prost::ProstCodec<T, U> as tonic::codec::Codec>::Decoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<T, U>::raw_encoder(tonic::codec::BufferSettings::new(
+            CODEC_BUFFER,
+            CODEC_YIELD,
+        ))
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<T, U>::raw_decoder(tonic::codec::BufferSettings::new(
+            CODEC_BUFFER,
+            CODEC_YIELD,
+        ))
+    }
+}
