@@ -45,10 +45,13 @@ pub enum Table {
     LogTips,
     /// key-value settings and small singletons (server keys, counters)
     Meta,
+    /// (session id, sender, client id) -> the message id a streaming send stored: what makes
+    /// a retried send idempotent (see [`crate::stream`]); purged with the session
+    SendIds,
 }
 
 impl Table {
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Parties,
         Table::Challenges,
         Table::Tokens,
@@ -63,6 +66,7 @@ impl Table {
         Table::Logs,
         Table::LogTips,
         Table::Meta,
+        Table::SendIds,
     ];
 
     /// A stable name, used by stores as the physical table name.
@@ -82,6 +86,7 @@ impl Table {
             Table::Logs => "logs",
             Table::LogTips => "log_tips",
             Table::Meta => "meta",
+            Table::SendIds => "send_ids",
         }
     }
 }

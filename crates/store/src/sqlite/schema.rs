@@ -22,7 +22,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// Migration `i` takes the schema from version `i` to version `i + 1`. Append only: a
 /// released migration never changes, because databases in the field already ran it.
-const MIGRATIONS: &[Migration] = &[create_tables];
+const MIGRATIONS: &[Migration] = &[create_tables, create_send_ids];
 
 /// The schema version this build writes and understands.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -54,6 +54,11 @@ fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// Version 2: `send_ids` (`Table::SendIds`), the client ids of streaming sends.
+fn create_send_ids(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("CREATE TABLE send_ids (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;")
 }
 
 /// Opens the read-write connection the writer thread owns, switches the file to WAL and
