@@ -191,6 +191,69 @@ pub fn ack_ids(
     Ok(out)
 }
 
+/// One acknowledgement of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckRequest {
+    /// Everything waiting in the caller's mailbox of a session up to a seq.
+    UpTo { session_id: String, up_to_seq: u64 },
+    /// These messages (or session events) of the caller.
+    Ids(Vec<String>),
+}
+
+/// What one acknowledgement did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acked {
+    /// `UpTo`: the waiting messages it settled. `Ids`: the ids now acknowledged.
+    pub settled: u64,
+    /// `Ids`: the ids refused, with why.
+    pub failures: Vec<(String, Error)>,
+}
+
+/// Runs a batch of acknowledgements as `who`, in order. An `UpTo` refused as a whole (not
+/// the caller's mailbox) is an `Err` in its place; `Err` overall only when the store fails.
+pub fn ack_batch(
+    tx: &mut dyn Tx,
+    who: &Principal,
+    requests: &[AckRequest],
+    now: Millis,
+) -> Result<Vec<Result<Acked>>> {
+    let mut out = Vec::with_capacity(requests.len());
+    for r in requests {
+        match r {
+            AckRequest::UpTo {
+                session_id,
+                up_to_seq,
+            } => {
+                // The check writes nothing, so a refusal leaves nothing behind.
+                let addr = match delivery::session_mailbox(tx, who, session_id, &who.id) {
+                    Ok(addr) => addr,
+                    Err(e) if is_store_failure(&e) => return Err(e),
+                    Err(e) => {
+                        out.push(Err(e));
+                        continue;
+                    }
+                };
+                let settled = mailbox::ack_up_to(tx, &addr, *up_to_seq, now)?;
+                out.push(Ok(Acked {
+                    settled: settled as u64,
+                    failures: Vec::new(),
+                }));
+            }
+            AckRequest::Ids(ids) => {
+                let mut acked = Acked::default();
+                for (id, r) in ids.iter().zip(ack_ids(tx, who, ids, now)?) {
+                    match r {
+                        Ok(()) => acked.settled += 1,
+                        Err(e) => acked.failures.push((id.clone(), e)),
+                    }
+                }
+                out.push(Ok(acked));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Forgets the client ids of a session's sends (its messages are being purged).
 pub fn purge_send_ids(tx: &mut dyn Tx, session_id: &str) -> Result<()> {
     let prefix = Key::new().part(session_id.as_bytes()).build();

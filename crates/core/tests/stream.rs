@@ -45,7 +45,10 @@ fn session(tx: &mut MemTx, parties: &[&str], limits: &Limits) -> String {
         parties: parties.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    let mut entropy = |b: &mut [u8]| b.fill(7);
+    // Each session gets its own id.
+    static SESSIONS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+    let seed = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut entropy = |b: &mut [u8]| b.fill(seed);
     session::create(tx, &coordinator, req, &mut entropy, T0, limits)
         .unwrap()
         .0
@@ -310,4 +313,51 @@ fn client_ids_are_purged_with_their_session() {
     session::sweep(&mut tx, expires + 11, &limits, 10).unwrap();
     assert!(session::get(&tx, &sid).unwrap().is_none(), "purged");
     assert!(tx.scan(Table::SendIds, &[], &[], 10).unwrap().is_empty());
+}
+
+#[test]
+fn an_ack_batch_answers_each_request_and_a_refusal_leaves_the_others() {
+    use cohort_core::stream::{AckRequest, Acked};
+    let limits = Limits::default();
+    let mut tx = MemTx::new();
+    let sid = session(&mut tx, &["a", "b"], &limits);
+    let other = session(&mut tx, &["a", "c"], &limits);
+    let items: Vec<SendItem> = (0..4)
+        .map(|i| item(&format!("c{i}"), &sid, "a", &["b"], &[i]))
+        .collect();
+    stream::send_batch(&mut tx, &party("a"), &items, &ids(4), T0, &limits).unwrap();
+    let fourth = mailbox::message_id_string(&[4; 16]);
+    let out = stream::ack_batch(
+        &mut tx,
+        &party("b"),
+        &[
+            AckRequest::UpTo {
+                session_id: sid.clone(),
+                up_to_seq: 2,
+            },
+            AckRequest::UpTo {
+                session_id: other,
+                up_to_seq: 9,
+            },
+            AckRequest::Ids(vec![fourth, "x".into()]),
+        ],
+        T0,
+    )
+    .unwrap();
+    assert_eq!(
+        out[0],
+        Ok(Acked {
+            settled: 2,
+            failures: vec![]
+        })
+    );
+    assert_eq!(
+        out[1].as_ref().unwrap_err().kind,
+        ErrorKind::PermissionDenied
+    );
+    let ids_result = out[2].as_ref().unwrap();
+    assert_eq!(ids_result.settled, 1);
+    assert_eq!(ids_result.failures.len(), 1);
+    assert_eq!(ids_result.failures[0].0, "x");
+    assert_eq!(pending_seqs(&tx, &MailboxAddr::session("b", &sid)), vec![3]);
 }

@@ -19,6 +19,11 @@ struct Slot {
     tx: watch::Sender<u64>,
     recent: BTreeMap<u64, Arc<Message>>,
     recent_bytes: usize,
+    /// The highest seq handed over in memory since the slot was made.
+    last: u64,
+    /// Wakeups without a message in memory (a session closed, an event, another node's
+    /// commit): a reader must look at the store.
+    notices: u64,
 }
 
 impl Slot {
@@ -38,6 +43,17 @@ pub(crate) struct Wakeups {
     channels: Mutex<HashMap<MailboxAddr, Slot>>,
     /// Most messages, and payload bytes, kept in memory per subscribed mailbox.
     recent_max: (usize, usize),
+}
+
+/// What [`Wakeups::recent_after`] finds in memory.
+#[derive(Default)]
+pub(crate) struct Recent {
+    /// Consecutive messages after the seq asked for.
+    pub(crate) run: Vec<(u64, Arc<Message>)>,
+    /// The highest seq handed over in memory (0: none, or no subscriber).
+    pub(crate) last: u64,
+    /// Wakeups without a message so far.
+    pub(crate) notices: u64,
 }
 
 /// A live subscription to one mailbox; dropping it lets the channel be reclaimed.
@@ -67,6 +83,8 @@ impl Wakeups {
             tx: watch::channel(0).0,
             recent: BTreeMap::new(),
             recent_bytes: 0,
+            last: 0,
+            notices: 0,
         });
         Subscription {
             rx: slot.tx.subscribe(),
@@ -78,9 +96,10 @@ impl Wakeups {
         if addrs.is_empty() {
             return;
         }
-        let map = self.lock();
+        let mut map = self.lock();
         for a in addrs {
-            if let Some(slot) = map.get(a) {
+            if let Some(slot) = map.get_mut(a) {
+                slot.notices = slot.notices.wrapping_add(1);
                 slot.tx.send_modify(|v| *v = v.wrapping_add(1));
             }
         }
@@ -91,6 +110,7 @@ impl Wakeups {
         let mut map = self.lock();
         for (addr, seq) in &message.recipients {
             if let Some(slot) = map.get_mut(addr) {
+                slot.last = slot.last.max(*seq);
                 if slot.tx.receiver_count() > 0 {
                     slot.keep(*seq, message.clone(), self.recent_max);
                 }
@@ -107,9 +127,15 @@ impl Wakeups {
         after: u64,
         limit: usize,
     ) -> Vec<(u64, Arc<Message>)> {
+        self.recent_after(addr, after, limit).run
+    }
+
+    /// [`Wakeups::recent_run`], with what a reader needs to know whether memory holds all
+    /// there is: the highest seq handed over and the count of wakeups without a message.
+    pub(crate) fn recent_after(&self, addr: &MailboxAddr, after: u64, limit: usize) -> Recent {
         let mut map = self.lock();
         let Some(slot) = map.get_mut(addr) else {
-            return Vec::new();
+            return Recent::default();
         };
         while let Some(entry) = slot.recent.first_entry() {
             if *entry.key() > after {
@@ -118,16 +144,20 @@ impl Wakeups {
             let m = entry.remove();
             slot.recent_bytes -= m.payload.len();
         }
-        let mut out = Vec::new();
+        let mut run = Vec::new();
         let mut next = after + 1;
-        while out.len() < limit {
+        while run.len() < limit {
             match slot.recent.get(&next) {
-                Some(m) => out.push((next, m.clone())),
+                Some(m) => run.push((next, m.clone())),
                 None => break,
             }
             next += 1;
         }
-        out
+        Recent {
+            run,
+            last: slot.last,
+            notices: slot.notices,
+        }
     }
 
     /// How many of `addrs` have at least one live subscriber.
@@ -178,6 +208,20 @@ mod tests {
         let run: Vec<u64> = w.recent_run(&addr, 4, 10).iter().map(|(s, _)| *s).collect();
         assert_eq!(run, vec![5]);
         assert!(w.recent_run(&addr, 5, 10).is_empty());
+    }
+
+    #[test]
+    fn recent_after_reports_the_last_seq_and_the_wakeups_without_a_message() {
+        let w = Wakeups::new(512, 1 << 20);
+        let addr = MailboxAddr::new("b", b"c".to_vec());
+        let _sub = w.subscribe(&addr);
+        w.deliver(&msg(&[(addr.clone(), 1)]));
+        w.deliver(&msg(&[(addr.clone(), 3)]));
+        let r = w.recent_after(&addr, 0, 10);
+        assert_eq!((r.run.len(), r.last, r.notices), (1, 3, 0));
+        w.notify(std::slice::from_ref(&addr));
+        let r = w.recent_after(&addr, 3, 10);
+        assert_eq!((r.run.len(), r.last, r.notices), (0, 3, 1));
     }
 
     #[test]
