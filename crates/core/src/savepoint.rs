@@ -4,8 +4,13 @@
 //! A batch rule uses one per item, so an item that is refused half way (a quota hit after
 //! some of its writes) leaves nothing behind while the rest of the batch commits in the same
 //! store transaction. The store port has no savepoints of its own, so this works on any store.
+//!
+//! One around a whole batch is a write buffer: the items' writes to the same key (a
+//! mailbox's meta, a session) reach the store once, and with [`Savepoint::caching`] the
+//! reads of chosen tables are read from the store once.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use crate::error::Result;
@@ -15,13 +20,24 @@ pub struct Savepoint<'a> {
     base: &'a mut dyn Tx,
     /// Buffered writes: `Some` a put, `None` a delete.
     writes: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    /// Tables whose reads from `base` are kept (they do not change under the savepoint).
+    cached: &'static [Table],
+    reads: RefCell<HashMap<(Table, Vec<u8>), Option<Vec<u8>>>>,
 }
 
 impl<'a> Savepoint<'a> {
     pub fn new(base: &'a mut dyn Tx) -> Self {
+        Self::caching(base, &[])
+    }
+
+    /// A savepoint that also keeps what it reads of `tables`, for a batch whose items read
+    /// the same keys (small values only: what is read stays in memory until the end).
+    pub fn caching(base: &'a mut dyn Tx, tables: &'static [Table]) -> Self {
         Savepoint {
             base,
             writes: BTreeMap::new(),
+            cached: tables,
+            reads: RefCell::new(HashMap::new()),
         }
     }
 
@@ -57,10 +73,19 @@ impl<'a> Savepoint<'a> {
 
 impl View for Savepoint<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.writes.get(&(table, key.to_vec())) {
-            Some(buffered) => Ok(buffered.clone()),
-            None => self.base.get(table, key),
+        let k = (table, key.to_vec());
+        if let Some(buffered) = self.writes.get(&k) {
+            return Ok(buffered.clone());
         }
+        if !self.cached.contains(&table) {
+            return self.base.get(table, key);
+        }
+        if let Some(read) = self.reads.borrow().get(&k) {
+            return Ok(read.clone());
+        }
+        let read = self.base.get(table, key)?;
+        self.reads.borrow_mut().insert(k, read.clone());
+        Ok(read)
     }
 
     fn scan(&self, table: Table, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>> {
@@ -130,6 +155,63 @@ mod tests {
         sp.commit().unwrap();
         assert_eq!(tx.get(Table::Meta, b"a").unwrap(), None);
         assert_eq!(tx.get(Table::Meta, b"b").unwrap(), Some(b"2".to_vec()));
+    }
+
+    /// Counts the reads that reach it.
+    struct Counting {
+        inner: MemTx,
+        gets: std::cell::Cell<usize>,
+    }
+
+    impl View for Counting {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.gets.set(self.gets.get() + 1);
+            self.inner.get(table, key)
+        }
+        fn scan(&self, table: Table, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<Pair>> {
+            self.inner.scan(table, from, to, limit)
+        }
+    }
+
+    impl Tx for Counting {
+        fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+            self.inner.put(table, key, value)
+        }
+        fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
+            self.inner.delete(table, key)
+        }
+    }
+
+    #[test]
+    fn a_caching_savepoint_reads_its_tables_once_and_sees_its_own_writes() {
+        let mut base = Counting {
+            inner: MemTx::new(),
+            gets: std::cell::Cell::new(0),
+        };
+        base.put(Table::Sessions, b"s", b"1").unwrap();
+        let mut batch = Savepoint::caching(&mut base, &[Table::Sessions]);
+        for _ in 0..3 {
+            assert_eq!(
+                batch.get(Table::Sessions, b"s").unwrap(),
+                Some(b"1".to_vec())
+            );
+            assert_eq!(batch.get(Table::Meta, b"m").unwrap(), None);
+        }
+        {
+            let mut item = Savepoint::new(&mut batch);
+            item.put(Table::Sessions, b"s", b"2").unwrap();
+            item.commit().unwrap();
+        }
+        assert_eq!(
+            batch.get(Table::Sessions, b"s").unwrap(),
+            Some(b"2".to_vec())
+        );
+        batch.commit().unwrap();
+        assert_eq!(base.gets.get(), 1 + 3, "sessions once, meta every time");
+        assert_eq!(
+            base.inner.get(Table::Sessions, b"s").unwrap(),
+            Some(b"2".to_vec())
+        );
     }
 
     #[test]

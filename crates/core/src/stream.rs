@@ -103,16 +103,23 @@ pub fn send_batch(
             items.len()
         )));
     }
+    // The items of a batch mostly share a session and recipients: their session and mailbox
+    // meta are read once and written once.
+    let mut batch = Savepoint::caching(tx, BATCH_READS);
     let mut out = Vec::with_capacity(items.len());
     for (item, id) in items.iter().zip(ids) {
-        match send_one(tx, who, item, *id, now, limits) {
+        match send_one(&mut batch, who, item, *id, now, limits) {
             Ok(sent) => out.push(sent),
             Err(e) if is_store_failure(&e) => return Err(e),
             Err(e) => out.push(Sent::Refused(e)),
         }
     }
+    batch.commit()?;
     Ok(out)
 }
+
+/// What the items of a batch read again and again; small values only.
+const BATCH_READS: &[Table] = &[Table::Sessions, Table::MailboxMeta];
 
 fn send_one(
     tx: &mut dyn Tx,
@@ -217,6 +224,8 @@ pub fn ack_batch(
     requests: &[AckRequest],
     now: Millis,
 ) -> Result<Vec<Result<Acked>>> {
+    let mut batch = Savepoint::caching(tx, BATCH_READS);
+    let tx: &mut dyn Tx = &mut batch;
     let mut out = Vec::with_capacity(requests.len());
     for r in requests {
         match r {
@@ -251,6 +260,7 @@ pub fn ack_batch(
             }
         }
     }
+    batch.commit()?;
     Ok(out)
 }
 

@@ -134,6 +134,8 @@ struct Shared {
     unmarked: Vec<(u64, MessageId)>,
     /// When the oldest of `unmarked` was handed out.
     unmarked_since: Option<Instant>,
+    /// The task pushed [`Pushed::Ended`] and stopped.
+    ended: bool,
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -186,10 +188,27 @@ impl MailboxStream {
         if *self.stop.borrow_and_update() {
             return Err(shutting_down());
         }
-        tokio::select! {
-            pushed = self.out.recv() => pushed.ok_or_else(shutting_down),
-            _ = self.stop.changed() => Err(shutting_down()),
+        let pushed = tokio::select! {
+            pushed = self.out.recv() => pushed.ok_or_else(shutting_down)?,
+            _ = self.stop.changed() => return Err(shutting_down()),
+        };
+        if let Pushed::Ended {
+            session_id,
+            subscription_id,
+            ..
+        } = &pushed
+        {
+            // Its task has stopped: the subscription no longer counts. (A subscription that
+            // replaced it under the same id has not ended.)
+            let stopped = self
+                .subs
+                .get(session_id)
+                .is_some_and(|f| f.subscription_id == *subscription_id && lock(&f.shared).ended);
+            if stopped {
+                self.subs.remove(session_id);
+            }
         }
+        Ok(pushed)
     }
 
     /// Subscribes to the caller's mailbox of a session, replacing an earlier subscription to
@@ -620,10 +639,13 @@ async fn follow_mailbox(
 ) {
     let relay = follow.relay.clone();
     let batch = relay.limits().stream_batch.max(1);
-    let end = |error: Error| Pushed::Ended {
-        session_id: session_id.clone(),
-        subscription_id,
-        error,
+    let end = |error: Error| {
+        lock(&shared).ended = true;
+        Pushed::Ended {
+            session_id: session_id.clone(),
+            subscription_id,
+            error,
+        }
     };
     loop {
         let (credit, flush_at) = {
