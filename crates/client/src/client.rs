@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use cohort_crypto::identity::{login_message, IdentityKey, LOGIN_DOMAIN};
 use cohort_crypto::seal::EncryptionKeyPair;
 use cohort_wire::cohort::auth_client::AuthClient;
 use cohort_wire::cohort::keys_client::KeysClient;
+use cohort_wire::cohort::mailbox_client::MailboxClient;
 use cohort_wire::cohort::sessions_client::SessionsClient;
 use cohort_wire::cohort::{GetChallengeRequest, LoginRequest};
 use cohort_wire::router::message_router_client::MessageRouterClient;
@@ -23,6 +24,7 @@ use tonic::{Code, Status};
 
 use crate::backoff::Backoff;
 use crate::error::ClientError;
+use crate::link::Link;
 
 /// Tuning for a [`Client`]. The defaults suit a party on a LAN or the internet.
 #[derive(Debug, Clone)]
@@ -102,6 +104,8 @@ pub(crate) struct Inner {
     pub(crate) encryption_key: RwLock<Option<EncryptionKeyPair>>,
     /// Identity keys seen for each party: a relay cannot swap one later.
     pub(crate) identities: Mutex<HashMap<String, [u8; 32]>>,
+    /// The mailbox stream every send, ack and Inbox goes over, opened at first use.
+    link: OnceLock<Link>,
 }
 
 /// The current bearer token, shared with the interceptor that puts it on every request.
@@ -224,6 +228,7 @@ impl Client {
                 coordinator: AtomicBool::new(false),
                 encryption_key: RwLock::new(None),
                 identities: Mutex::new(identities),
+                link: OnceLock::new(),
             }),
         };
         client.login().await?;
@@ -265,7 +270,23 @@ impl Client {
         KeysClient::with_interceptor(self.inner.channel.clone(), self.inner.bearer.clone())
     }
 
-    fn token_generation(&self) -> u64 {
+    pub(crate) fn mailbox_rpc(&self) -> MailboxClient<Authed> {
+        MailboxClient::with_interceptor(self.inner.channel.clone(), self.inner.bearer.clone())
+    }
+
+    /// The mailbox stream, started at first use.
+    pub(crate) fn link(&self) -> &Link {
+        self.inner.link.get_or_init(|| {
+            Link::spawn(
+                Arc::downgrade(&self.inner),
+                self.inner.url.clone(),
+                self.inner.party_id.clone(),
+                self.inner.options.clone(),
+            )
+        })
+    }
+
+    pub(crate) fn token_generation(&self) -> u64 {
         self.inner
             .bearer
             .0
@@ -352,7 +373,7 @@ impl Client {
     }
 
     /// Logs in again unless another caller already did since `seen_generation`.
-    async fn relogin(&self, seen_generation: u64) -> Result<(), ClientError> {
+    pub(crate) async fn relogin(&self, seen_generation: u64) -> Result<(), ClientError> {
         let _one_at_a_time = self.inner.login_lock.lock().await;
         if self.token_generation() != seen_generation {
             return Ok(());

@@ -1,24 +1,28 @@
-//! Sending protocol messages and receiving a session's mailbox.
+//! Sending protocol messages and receiving a session's mailbox, over the client's mailbox
+//! stream ([`crate::link`]).
 //!
 //! Delivery is at least once: the relay re-sends every message this party has not
-//! acknowledged each time the mailbox stream is reopened. An [`Inbox`] drops what it already
-//! yielded, by message id, so the consumer sees each message once per `Inbox`; a new `Inbox`
-//! (a restarted party) sees the unacknowledged ones again.
+//! acknowledged when the stream is reopened. An [`Inbox`] drops what it already yielded, by
+//! message id, so the consumer sees each message once per `Inbox`; a new `Inbox` (a restarted
+//! party) sees the unacknowledged ones again.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use cohort_wire::cohort::SendItem;
 use cohort_wire::router::{
-    AcknowledgeMessageRequest, GetMessageStatusRequest, GetMessageStatusResponse, MpcMessage,
-    RouteMessageRequest, SubscribeMessagesRequest,
+    AcknowledgeMessageRequest, GetMessageStatusRequest, GetMessageStatusResponse,
 };
+use rand::RngCore;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 
 use crate::client::Client;
 use crate::error::ClientError;
-use crate::resume::Resumable;
-use crate::seen::{Fate, Seen};
+use crate::link::{self, Command, InboxSide, WINDOW};
+use crate::seen::Fate;
 
 /// One message as this party received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,21 +39,33 @@ pub struct Received {
     pub created_at: i64,
 }
 
-/// A session's mailbox for this party: yields each message once, in the relay's order,
-/// reopening the stream with backoff when the connection drops or the relay restarts.
+/// A session's mailbox for this party: yields each message once, in the relay's order, and
+/// keeps going across dropped connections and relay restarts (the client's mailbox stream
+/// resubscribes from the last seq acknowledged).
 ///
 /// Acknowledge each message with [`Inbox::ack`] after processing it. Until then the relay
 /// keeps it and re-sends it on reconnect (dropped here as a duplicate, since the consumer
-/// has it); once acknowledged, a late redelivery is dropped and acknowledged again.
+/// has it); once acknowledged, a late redelivery is dropped and acknowledged again. Acks in
+/// the order received are sent as one cumulative ack.
+///
+/// At most 256 messages wait here for the reader: a reader that stops
+/// reading stops the relay from sending, and the rest waits in the relay's store.
 ///
 /// Also a `Stream` of [`Received`] that ends only if the relay refuses the subscription for
-/// good ([`Inbox::error`] says why).
+/// good or the session closes ([`Inbox::error`] says why).
 pub struct Inbox {
     client: Client,
     session_id: String,
-    seen: Arc<Mutex<Seen>>,
-    inner: Resumable<Received>,
+    key: u64,
+    items: mpsc::Receiver<Received>,
+    ended: Arc<Mutex<Option<ClientError>>>,
+    taken: Arc<AtomicU64>,
+    /// Why the stream ended for good, once it has.
+    error: Option<ClientError>,
 }
+
+/// Names Inboxes, so the mailbox stream tells a new Inbox of a session from an old one.
+static INBOX_KEYS: AtomicU64 = AtomicU64::new(1);
 
 impl Inbox {
     pub fn session_id(&self) -> &str {
@@ -58,19 +74,27 @@ impl Inbox {
 
     /// The next new message, or the error that ended the mailbox stream.
     pub async fn recv(&mut self) -> Result<Received, ClientError> {
-        self.inner.recv().await
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        match self.items.recv().await {
+            Some(m) => {
+                self.took();
+                Ok(m)
+            }
+            None => Err(self.close()),
+        }
     }
 
     /// Why the stream ended, once it has.
     pub fn error(&self) -> Option<&ClientError> {
-        self.inner.error()
+        self.error.as_ref()
     }
 
-    /// Acknowledges a processed message: the relay will not deliver it again.
+    /// Acknowledges a processed message: the relay will not deliver it again. Returns once
+    /// the relay has committed the ack.
     pub async fn ack(&self, message_id: &str) -> Result<(), ClientError> {
-        self.client.ack(&self.session_id, message_id).await?;
-        self.settle(message_id, Fate::Acked);
-        Ok(())
+        self.client.ack(&self.session_id, message_id).await
     }
 
     /// Settles a message as failed (it cannot be processed, e.g. it did not verify), with a
@@ -78,16 +102,40 @@ impl Inbox {
     pub async fn reject(&self, message_id: &str, reason: &str) -> Result<(), ClientError> {
         self.client
             .reject(&self.session_id, message_id, reason)
-            .await?;
-        self.settle(message_id, Fate::Rejected);
-        Ok(())
+            .await
     }
 
-    fn settle(&self, message_id: &str, fate: Fate) {
-        self.seen
+    /// Counts a message taken by the reader, and lets the relay send more once a quarter of
+    /// the window has been taken.
+    fn took(&self) {
+        let n = self.taken.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % u64::from(WINDOW / 4) == 0 {
+            self.client.link().command(Command::Taken);
+        }
+    }
+
+    fn close(&mut self) -> ClientError {
+        let e = self
+            .ended
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .record(message_id, fate);
+            .clone()
+            .unwrap_or_else(|| ClientError::StreamClosed {
+                url: self.client.url().to_string(),
+                what: format!("mailbox of session {}", self.session_id),
+                reason: "the client's mailbox stream stopped".into(),
+            });
+        self.error = Some(e.clone());
+        e
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.client.link().command(Command::Unsubscribe {
+            key: self.key,
+            session_id: self.session_id.clone(),
+        });
     }
 }
 
@@ -95,65 +143,29 @@ impl Stream for Inbox {
     type Item = Received;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Received>> {
-        self.get_mut().inner.poll_item(cx)
+        let this = self.get_mut();
+        if this.error.is_some() {
+            return Poll::Ready(None);
+        }
+        match this.items.poll_recv(cx) {
+            Poll::Ready(Some(m)) => {
+                this.took();
+                Poll::Ready(Some(m))
+            }
+            Poll::Ready(None) => {
+                this.close();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
-/// What the inbox task does with one delivered message.
-fn accept(
-    client: &Client,
-    session_id: &str,
-    seen: &Mutex<Seen>,
-    m: MpcMessage,
-) -> Option<Received> {
-    if m.message_id.is_empty() || m.session_id != session_id {
-        tracing::warn!(relay = %client.url(), session = %session_id, message = %m.message_id, other_session = %m.session_id, "relay delivered a message without an id or for another session; dropped");
-        return None;
-    }
-    let fate = {
-        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-        let fate = seen.fate(&m.message_id);
-        if fate.is_none() {
-            seen.record(&m.message_id, Fate::Yielded);
-        }
-        fate
-    };
-    match fate {
-        None => Some(Received {
-            message_id: m.message_id,
-            session_id: m.session_id,
-            from: m.from_party,
-            round: m.round_number,
-            message_type: m.message_type,
-            is_broadcast: m.is_broadcast,
-            payload: m.payload,
-            created_at: m.created_at,
-        }),
-        Some(Fate::Yielded) => {
-            tracing::trace!(message = %m.message_id, "redelivered before the consumer acknowledged it; dropped");
-            None
-        }
-        Some(settled) => {
-            // The relay did not record our settlement in time (it raced the reconnect, or
-            // was lost in a restart): settle again, it is idempotent.
-            tracing::debug!(message = %m.message_id, "redelivered after it was settled; settling again");
-            let client = client.clone();
-            let session_id = session_id.to_string();
-            tokio::spawn(async move {
-                let r = if settled == Fate::Rejected {
-                    client
-                        .reject(&session_id, &m.message_id, "rejected earlier")
-                        .await
-                } else {
-                    client.ack(&session_id, &m.message_id).await
-                };
-                if let Err(e) = r {
-                    tracing::warn!(message = %m.message_id, error = %e, "could not settle a redelivered message");
-                }
-            });
-            None
-        }
-    }
+/// A fresh client id: 128 random bits, hex.
+fn new_client_id() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
@@ -171,8 +183,12 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 impl Client {
     /// Sends `payload` in `session_id` to the parties in `to`, or to every other participant
     /// when `to` is empty (a broadcast). Returns the message id once the relay has stored it.
-    /// Retried with backoff while the relay is unavailable (a bounded number of times), so
-    /// a send across a relay restart succeeds; receivers drop exact redeliveries by id.
+    ///
+    /// Goes over the client's mailbox stream, batched with the client's other sends, under a
+    /// fresh client id: if the stream drops or the relay restarts before the answer, the send
+    /// is repeated on the next stream and the relay answers with the message it stored, so a
+    /// retry never makes a copy. Fails after `call_attempts` failed attempts to reach the
+    /// relay, or after `request_timeout`.
     pub async fn send<S: AsRef<str>>(
         &self,
         session_id: &str,
@@ -181,71 +197,111 @@ impl Client {
         message_type: &str,
         payload: Vec<u8>,
     ) -> Result<String, ClientError> {
-        let req = RouteMessageRequest {
+        self.send_keyed(
+            session_id,
+            &new_client_id(),
+            to,
+            round,
+            message_type,
+            payload,
+        )
+        .await
+    }
+
+    /// [`Client::send`] under a client id of the caller's choosing (1..=128 printable ASCII
+    /// chars, unique per sender within the session). Sending again with the same client id,
+    /// from this or a restarted process, stores nothing and returns the first send's message
+    /// id: a party that replays its protocol after a restart names each message the same way
+    /// and the relay keeps one copy.
+    pub async fn send_keyed<S: AsRef<str>>(
+        &self,
+        session_id: &str,
+        client_id: &str,
+        to: &[S],
+        round: i32,
+        message_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<String, ClientError> {
+        let item = SendItem {
+            client_id: client_id.to_string(),
             session_id: session_id.to_string(),
-            from_party: self.party_id().to_string(),
             to_parties: to.iter().map(|p| p.as_ref().to_string()).collect(),
-            round_number: round,
+            round,
             message_type: message_type.to_string(),
             payload,
         };
-        let r = self
-            .call("MessageRouter/RouteMessage", || {
-                let mut c = self.router();
-                let req = req.clone();
-                async move { c.route_message(req).await }
-            })
-            .await?;
-        if r.message_id.is_empty() {
-            return Err(ClientError::bad_response(
-                self.url(),
-                "MessageRouter/RouteMessage",
-                "no message_id in the answer",
-            ));
-        }
-        Ok(r.message_id)
+        let (reply, answer) = oneshot::channel();
+        self.ask(link::SEND, Command::Send { item, reply }, answer)
+            .await
     }
 
-    /// Opens this party's mailbox for `session_id`.
+    /// Hands a command to the mailbox stream and waits for its answer.
+    async fn ask<T>(
+        &self,
+        rpc: &'static str,
+        command: Command,
+        answer: oneshot::Receiver<Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let stopped = || ClientError::StreamClosed {
+            url: self.url().to_string(),
+            what: "the client's mailbox stream".into(),
+            reason: "its background task stopped".into(),
+        };
+        if !self.link().command(command) {
+            return Err(stopped());
+        }
+        let timeout = self.options().request_timeout;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(stopped()),
+            Err(_) => Err(ClientError::rpc(
+                self.url(),
+                rpc,
+                &tonic::Status::deadline_exceeded(format!("no answer within {timeout:?}")),
+            )),
+        }
+    }
+
+    /// Opens this party's mailbox for `session_id` on the client's mailbox stream. One Inbox
+    /// per session at a time: a second one for the same session takes over, and the first
+    /// ends.
     pub fn messages(&self, session_id: &str) -> Inbox {
-        let seen = Arc::new(Mutex::new(Seen::new(self.options().seen_capacity)));
-        let session = session_id.to_string();
-        let open_session = session.clone();
-        let accept_seen = seen.clone();
-        let accept_client = self.clone();
-        let accept_session = session.clone();
-        let inner = Resumable::spawn(
-            self.clone(),
-            format!("mailbox of session {session_id}"),
-            move |client: Client| {
-                let req = SubscribeMessagesRequest {
-                    session_id: open_session.clone(),
-                    party_id: client.party_id().to_string(),
-                };
-                async move {
-                    client
-                        .call("MessageRouter/SubscribeMessages", || {
-                            let mut c = client.router();
-                            let req = req.clone();
-                            async move { c.subscribe_messages(req).await }
-                        })
-                        .await
-                }
+        // Room for the whole window: the relay never sends more than the credit granted.
+        let (items, rx) = mpsc::channel(WINDOW as usize);
+        let ended = Arc::new(Mutex::new(None));
+        let taken = Arc::new(AtomicU64::new(0));
+        let key = INBOX_KEYS.fetch_add(1, Ordering::Relaxed);
+        self.link().command(Command::Subscribe {
+            key,
+            session_id: session_id.to_string(),
+            inbox: InboxSide {
+                items,
+                ended: ended.clone(),
+                taken: taken.clone(),
             },
-            move |m: MpcMessage| accept(&accept_client, &accept_session, &accept_seen, m),
-        );
+        });
         Inbox {
             client: self.clone(),
-            session_id: session,
-            seen,
-            inner,
+            session_id: session_id.to_string(),
+            key,
+            items: rx,
+            ended,
+            taken,
+            error: None,
         }
     }
 
-    /// Acknowledges message `message_id` of `session_id` (prefer [`Inbox::ack`], which also
-    /// remembers it).
+    /// Acknowledges message (or session event) `message_id` of `session_id` once processed;
+    /// returns once the relay has committed it. Over the mailbox stream, batched with the
+    /// client's other acks.
     pub async fn ack(&self, session_id: &str, message_id: &str) -> Result<(), ClientError> {
-        self.settle(session_id, message_id, true, "").await
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Ack {
+            session_id: session_id.to_string(),
+            message_id: message_id.to_string(),
+            reply: Some(reply),
+        };
+        self.ask(link::ACK, command, answer).await
     }
 
     /// Settles message `message_id` as failed with `reason`.
@@ -255,7 +311,13 @@ impl Client {
         message_id: &str,
         reason: &str,
     ) -> Result<(), ClientError> {
-        self.settle(session_id, message_id, false, reason).await
+        self.settle(session_id, message_id, false, reason).await?;
+        self.link().command(Command::Settled {
+            session_id: session_id.to_string(),
+            message_id: message_id.to_string(),
+            fate: Fate::Rejected,
+        });
+        Ok(())
     }
 
     /// Per-recipient delivery state of a message this party sent (pending, delivered,
@@ -277,6 +339,7 @@ impl Client {
         .await
     }
 
+    /// AcknowledgeMessage (unary): rejections, which are rare and carry a reason.
     async fn settle(
         &self,
         session_id: &str,

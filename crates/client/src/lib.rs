@@ -1,12 +1,18 @@
 //! Cohort's Rust SDK: a party's side of a Cohort relay, over the relay's gRPC API only
-//! (`mpc.router.v1.MessageRouter` and the `cohort.v1` services).
+//! (`mpc.router.v1.MessageRouter` and the `cohort.v1` services). Messages are sent, received
+//! and acknowledged over one `cohort.v1.Mailbox` stream per [`Client`], shared by all its
+//! sessions: sends are batched and carry client ids (a send retried after a dropped
+//! connection or a relay restart gets the original message id), deliveries come under credit
+//! (an Inbox nobody reads holds at most a window of messages), and acks are cumulative when
+//! the reader acknowledges in order.
 //!
 //! - [`Client`]: connect and log in (challenge signed by the party's Ed25519 identity key),
 //!   register, heartbeat, publish and fetch encryption keys (signatures verified), create,
 //!   join and report on sessions.
 //! - [`SessionEvents`]: session lifecycle events, reconnecting when the stream drops.
-//! - [`Inbox`]: a session's mailbox, resumed after a dropped connection or a relay restart,
-//!   with redeliveries dropped by message id; the consumer acknowledges what it processed.
+//! - [`Inbox`]: a session's mailbox, resumed after a dropped connection or a relay restart
+//!   from the last seq acknowledged, with redeliveries dropped by message id; the consumer
+//!   acknowledges what it processed.
 //! - [`SecureSession`]: the end-to-end layer: payloads signed by the sender, point-to-point
 //!   payloads sealed to the recipient (HPKE), and refusals that name the culprit.
 //!
@@ -20,6 +26,7 @@ mod directory;
 mod error;
 mod events;
 mod inbox;
+mod link;
 mod resume;
 mod secure;
 mod seen;

@@ -11,8 +11,10 @@ pub mod error;
 pub mod identity;
 pub mod limits;
 pub mod mailbox;
+pub mod savepoint;
 pub mod session;
 pub mod store;
+pub mod stream;
 pub mod validate;
 
 pub use error::{Error, ErrorKind, Result};

@@ -42,6 +42,8 @@ pub struct Limits {
     pub stream_recent_bytes: usize,
     /// Most event types one event subscription may filter on.
     pub max_event_types: usize,
+    /// Most session mailboxes one streaming connection (cohort.v1.Mailbox) may subscribe to.
+    pub stream_subscriptions: usize,
     /// Most messages one GetPendingMessages answer holds.
     pub pending_page: usize,
     /// Most open sessions (and credentials) the sweeper examines per sweep.
@@ -71,6 +73,7 @@ impl Default for Limits {
             stream_recent_messages: 512,
             stream_recent_bytes: 8 * 1024 * 1024,
             max_event_types: 64,
+            stream_subscriptions: 1024,
             pending_page: 1000,
             sweep_batch: 256,
             max_delivered_marks: 1_000_000,

@@ -1123,6 +1123,7 @@ pub fn sweep(tx: &mut dyn Tx, now: Millis, limits: &Limits, limit: usize) -> Res
             for p in &s.participants {
                 mailbox::purge(tx, &MailboxAddr::session(&p.party_id, &s.id))?;
             }
+            crate::stream::purge_send_ids(tx, &id)?;
             tx.delete(Table::Sessions, &session_key(&id))?;
             out.purged.push(id);
         }

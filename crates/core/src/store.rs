@@ -47,10 +47,13 @@ pub enum Table {
     LogTips,
     /// key-value settings and small singletons (server keys, counters)
     Meta,
+    /// (session id, sender, client id) -> the message id a streaming send stored: what makes
+    /// a retried send idempotent (see [`crate::stream`]); purged with the session
+    SendIds,
 }
 
 impl Table {
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Parties,
         Table::Challenges,
         Table::Tokens,
@@ -66,6 +69,7 @@ impl Table {
         Table::Logs,
         Table::LogTips,
         Table::Meta,
+        Table::SendIds,
     ];
 
     /// A stable name, used by stores as the physical table name.
@@ -86,6 +90,7 @@ impl Table {
             Table::Logs => "logs",
             Table::LogTips => "log_tips",
             Table::Meta => "meta",
+            Table::SendIds => "send_ids",
         }
     }
 }

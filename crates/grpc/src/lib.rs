@@ -1,12 +1,14 @@
 //! The gRPC front: `mpc.router.v1.MessageRouter` plus Cohort's `cohort.v1` services.
 //! Each file holds one service: decode, authenticate, call the [`Relay`], encode. Streams
-//! come from the relay's delivery engine ([`cohort_relay::feed`]); this crate only encodes.
+//! come from the relay's delivery engine ([`cohort_relay::feed`] for the router's server
+//! streams, [`cohort_relay::stream`] for `cohort.v1.Mailbox`); this crate only translates.
 #![forbid(unsafe_code)]
 
 mod access;
 mod admin;
 mod auth;
 mod keys;
+mod mailbox;
 mod router;
 mod serve;
 mod sessions;
@@ -20,6 +22,7 @@ use tonic::{Request, Status};
 pub use admin::AdminService;
 pub use auth::AuthService;
 pub use keys::KeysService;
+pub use mailbox::MailboxService;
 pub use router::RouterService;
 pub use serve::{serve, GrpcOptions};
 pub use sessions::SessionsService;
@@ -88,6 +91,7 @@ pub struct Services {
     pub sessions: SessionsService,
     pub keys: KeysService,
     pub admin: AdminService,
+    pub mailbox: MailboxService,
 }
 
 impl Services {
@@ -105,7 +109,10 @@ impl Services {
             keys: KeysService {
                 relay: relay.clone(),
             },
-            admin: AdminService { relay },
+            admin: AdminService {
+                relay: relay.clone(),
+            },
+            mailbox: MailboxService { relay },
         }
     }
 }

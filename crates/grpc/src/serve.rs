@@ -6,7 +6,7 @@ use std::time::Duration;
 use cohort_relay::Relay;
 use cohort_wire::cohort::{
     admin_server::AdminServer, auth_server::AuthServer, keys_server::KeysServer,
-    sessions_server::SessionsServer,
+    mailbox_server::MailboxServer, sessions_server::SessionsServer,
 };
 use cohort_wire::router::message_router_server::MessageRouterServer;
 use tokio::net::TcpListener;
@@ -44,6 +44,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<MessageRouterServer<RouterService>>()
         .await;
+    health_reporter
+        .set_serving::<MailboxServer<crate::MailboxService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cohort_wire::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -73,6 +76,7 @@ pub async fn serve(
         .add_service(SessionsServer::new(s.sessions).max_decoding_message_size(max))
         .add_service(KeysServer::new(s.keys).max_decoding_message_size(max))
         .add_service(AdminServer::new(s.admin).max_decoding_message_size(max))
+        .add_service(MailboxServer::new(s.mailbox).max_decoding_message_size(max))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

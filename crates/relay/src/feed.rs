@@ -75,10 +75,8 @@ impl Cursor {
         let recent = self
             .relay
             .wakeups
-            .recent_run(&self.addr, self.seq, self.batch);
-        if recent.run.is_empty()
-            && recent.handed <= self.seq
-            && self.read_at == Some(recent.notified)
+            .recent_after(&self.addr, self.seq, self.batch);
+        if recent.run.is_empty() && recent.last <= self.seq && self.read_at == Some(recent.notices)
         {
             return Ok(Step::Idle { read_store: false });
         }
@@ -98,7 +96,7 @@ impl Cursor {
             return Ok(Step::Batch(batch));
         }
         // Taken before the read: a wakeup during it makes the next step read again.
-        let notified = recent.notified;
+        let notified = recent.notices;
         let (batch, last) = self
             .relay
             .peek_with_last_seq(self.addr.clone(), self.seq, self.batch)

@@ -14,6 +14,8 @@ pub(crate) struct Metrics {
     pub(crate) payload_bytes: Counter,
     pub(crate) messages_delivered: Counter,
     pub(crate) messages_acked: Counter,
+    /// Streaming sends answered from an earlier send with the same client id.
+    pub(crate) sends_repeated: Counter,
     pub(crate) live_subscribers: Gauge,
     /// Refused calls by (method, code).
     pub(crate) refusals: Family<Vec<(String, String)>, Counter>,
@@ -30,7 +32,7 @@ impl Metrics {
         );
         r.register(
             "messages_routed",
-            "Messages accepted by RouteMessage",
+            "Messages accepted by RouteMessage or a streaming send",
             self.messages_routed.clone(),
         );
         r.register(
@@ -47,6 +49,11 @@ impl Metrics {
             "messages_acked",
             "Message copies acknowledged",
             self.messages_acked.clone(),
+        );
+        r.register(
+            "sends_repeated",
+            "Streaming sends answered with the message an earlier send with the same client id stored",
+            self.sends_repeated.clone(),
         );
         r.register(
             "live_subscribers",

@@ -728,3 +728,34 @@ impl Relay {
         }
     }
 }
+
+// ---- for the streaming engine (`crate::stream`) and its observers ----------------------
+
+impl Relay {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// After the commit that stored `message`: hand it to live subscribers, tell other nodes,
+    /// count it. What `route` does after its commit, for messages stored by a batch.
+    pub(crate) fn stored(&self, message: &Arc<Message>) {
+        self.wakeups.deliver(message);
+        let touched: Vec<MailboxAddr> = message.recipients.iter().map(|(a, _)| a.clone()).collect();
+        self.notifier.publish(&touched);
+        self.metrics.messages_routed.inc();
+        self.metrics
+            .payload_bytes
+            .inc_by(message.payload.len() as u64);
+    }
+
+    /// Message copies handed to recipients since this relay started (streams and
+    /// GetPendingMessages).
+    pub fn messages_delivered(&self) -> u64 {
+        self.metrics.messages_delivered.get()
+    }
+
+    /// Message copies acknowledged since this relay started.
+    pub fn messages_acked(&self) -> u64 {
+        self.metrics.messages_acked.get()
+    }
+}

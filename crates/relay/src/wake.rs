@@ -19,19 +19,11 @@ struct Slot {
     tx: watch::Sender<u64>,
     recent: BTreeMap<u64, Arc<Message>>,
     recent_bytes: usize,
-    /// Highest seq handed over in memory.
-    handed: u64,
-    /// Bumped by every wakeup that carries no message (events, a session closing, another
-    /// node's commit): a stream must read the store to see what it was about.
-    notified: u64,
-}
-
-/// What memory holds for a stream at `after`: the run of messages that follow it, and
-/// whether the store may hold anything memory does not.
-pub(crate) struct Recent {
-    pub(crate) run: Vec<(u64, Arc<Message>)>,
-    pub(crate) handed: u64,
-    pub(crate) notified: u64,
+    /// The highest seq handed over in memory since the slot was made.
+    last: u64,
+    /// Wakeups without a message in memory (a session closed, an event, another node's
+    /// commit): a reader must look at the store.
+    notices: u64,
 }
 
 impl Slot {
@@ -51,6 +43,17 @@ pub(crate) struct Wakeups {
     channels: Mutex<HashMap<MailboxAddr, Slot>>,
     /// Most messages, and payload bytes, kept in memory per subscribed mailbox.
     recent_max: (usize, usize),
+}
+
+/// What [`Wakeups::recent_after`] finds in memory.
+#[derive(Default)]
+pub(crate) struct Recent {
+    /// Consecutive messages after the seq asked for.
+    pub(crate) run: Vec<(u64, Arc<Message>)>,
+    /// The highest seq handed over in memory (0: none, or no subscriber).
+    pub(crate) last: u64,
+    /// Wakeups without a message so far.
+    pub(crate) notices: u64,
 }
 
 /// A live subscription to one mailbox; dropping it lets the channel be reclaimed.
@@ -80,8 +83,8 @@ impl Wakeups {
             tx: watch::channel(0).0,
             recent: BTreeMap::new(),
             recent_bytes: 0,
-            handed: 0,
-            notified: 0,
+            last: 0,
+            notices: 0,
         });
         Subscription {
             rx: slot.tx.subscribe(),
@@ -93,11 +96,10 @@ impl Wakeups {
         if addrs.is_empty() {
             return;
         }
-        let map = self.lock();
-        let mut map = map;
+        let mut map = self.lock();
         for a in addrs {
             if let Some(slot) = map.get_mut(a) {
-                slot.notified = slot.notified.wrapping_add(1);
+                slot.notices = slot.notices.wrapping_add(1);
                 slot.tx.send_modify(|v| *v = v.wrapping_add(1));
             }
         }
@@ -108,25 +110,23 @@ impl Wakeups {
         let mut map = self.lock();
         for (addr, seq) in &message.recipients {
             if let Some(slot) = map.get_mut(addr) {
+                slot.last = slot.last.max(*seq);
                 if slot.tx.receiver_count() > 0 {
                     slot.keep(*seq, message.clone(), self.recent_max);
                 }
-                slot.handed = slot.handed.max(*seq);
                 slot.tx.send_modify(|v| *v = v.wrapping_add(1));
             }
         }
     }
 
     /// The messages of `addr` with seqs `after + 1, after + 2, ...` held in memory, stopping
-    /// at the first gap, at most `limit`. Forgets those at or below `after`.
-    pub(crate) fn recent_run(&self, addr: &MailboxAddr, after: u64, limit: usize) -> Recent {
+    /// at the first gap, at most `limit`, forgetting those at or below `after`; with what a
+    /// reader needs to know whether memory holds all there is: the highest seq handed over
+    /// and the count of wakeups without a message.
+    pub(crate) fn recent_after(&self, addr: &MailboxAddr, after: u64, limit: usize) -> Recent {
         let mut map = self.lock();
         let Some(slot) = map.get_mut(addr) else {
-            return Recent {
-                run: Vec::new(),
-                handed: u64::MAX,
-                notified: 0,
-            };
+            return Recent::default();
         };
         while let Some(entry) = slot.recent.first_entry() {
             if *entry.key() > after {
@@ -135,19 +135,19 @@ impl Wakeups {
             let m = entry.remove();
             slot.recent_bytes -= m.payload.len();
         }
-        let mut out = Vec::new();
+        let mut run = Vec::new();
         let mut next = after + 1;
-        while out.len() < limit {
+        while run.len() < limit {
             match slot.recent.get(&next) {
-                Some(m) => out.push((next, m.clone())),
+                Some(m) => run.push((next, m.clone())),
                 None => break,
             }
             next += 1;
         }
         Recent {
-            run: out,
-            handed: slot.handed,
-            notified: slot.notified,
+            run,
+            last: slot.last,
+            notices: slot.notices,
         }
     }
 
@@ -195,20 +195,34 @@ mod tests {
             w.deliver(&msg(&[(addr.clone(), seq)]));
         }
         let run: Vec<u64> = w
-            .recent_run(&addr, 0, 10)
+            .recent_after(&addr, 0, 10)
             .run
             .iter()
             .map(|(s, _)| *s)
             .collect();
         assert_eq!(run, vec![1, 2, 3], "4 is missing, so 5 waits for the store");
         let run: Vec<u64> = w
-            .recent_run(&addr, 4, 10)
+            .recent_after(&addr, 4, 10)
             .run
             .iter()
             .map(|(s, _)| *s)
             .collect();
         assert_eq!(run, vec![5]);
-        assert!(w.recent_run(&addr, 5, 10).run.is_empty());
+        assert!(w.recent_after(&addr, 5, 10).run.is_empty());
+    }
+
+    #[test]
+    fn recent_after_reports_the_last_seq_and_the_wakeups_without_a_message() {
+        let w = Wakeups::new(512, 1 << 20);
+        let addr = MailboxAddr::new("b", b"c".to_vec());
+        let _sub = w.subscribe(&addr);
+        w.deliver(&msg(&[(addr.clone(), 1)]));
+        w.deliver(&msg(&[(addr.clone(), 3)]));
+        let r = w.recent_after(&addr, 0, 10);
+        assert_eq!((r.run.len(), r.last, r.notices), (1, 3, 0));
+        w.notify(std::slice::from_ref(&addr));
+        let r = w.recent_after(&addr, 3, 10);
+        assert_eq!((r.run.len(), r.last, r.notices), (0, 3, 1));
     }
 
     #[test]
@@ -217,6 +231,6 @@ mod tests {
         let addr = MailboxAddr::new("b", b"c".to_vec());
         w.deliver(&msg(&[(addr.clone(), 1)]));
         let _sub = w.subscribe(&addr);
-        assert!(w.recent_run(&addr, 0, 10).run.is_empty());
+        assert!(w.recent_after(&addr, 0, 10).run.is_empty());
     }
 }

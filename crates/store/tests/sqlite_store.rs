@@ -537,6 +537,32 @@ async fn reopening_a_current_database_keeps_its_schema_version() {
     assert_eq!(mode, "wal");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_1_database_without_messages_is_migrated_keeping_its_data() {
+    let dir = TempDir::new().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path);
+    put(&store, Table::Meta, b"k", b"v").await;
+    store.close().await.unwrap();
+    // Make the file what version 1 wrote: no payloads or send_ids table.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE payloads; DROP TABLE send_ids; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(conn);
+
+    let store = open(&path);
+    assert_eq!(
+        get(&store, Table::Meta, b"k").await.as_deref(),
+        Some(&b"v"[..])
+    );
+    put(&store, Table::SendIds, b"s", b"m").await;
+    assert_eq!(
+        get(&store, Table::SendIds, b"s").await.as_deref(),
+        Some(&b"m"[..])
+    );
+    store.close().await.unwrap();
+}
+
 #[test]
 fn opening_a_directory_fails_naming_the_path() {
     let dir = TempDir::new().unwrap();

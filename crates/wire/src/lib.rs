@@ -5,7 +5,9 @@
 //!   [`router`]) is written from the MPC wallet message router's interface document
 //!   (`shared/specs/mpc-router.proto.txt`), so Cohort serves that API wire-compatibly.
 //! - `proto/cohort/v1/cohort.proto` (package `cohort.v1`, module [`cohort`]) is Cohort's
-//!   own API for what the router lacks: login, session creation, encryption keys, admin.
+//!   own API for what the router lacks: login, session creation, encryption keys, admin,
+//!   and `Mailbox`, one bidirectional stream per connection for batched sends, deliveries
+//!   under credit-based flow control and cumulative acknowledgements.
 //!
 //! Message names, field names and field numbers are a wire contract: changing one breaks
 //! existing peers. `tests/wire_contract.rs` checks the router proto against the spec.
@@ -24,7 +26,7 @@ pub mod router {
     tonic::include_proto!("mpc.router.v1");
 }
 
-/// `cohort.v1`: Cohort's own services (`Auth`, `Sessions`, `Keys`, `Admin`).
+/// `cohort.v1`: Cohort's own services (`Auth`, `Sessions`, `Keys`, `Admin`, `Mailbox`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod cohort {
     tonic::include_proto!("cohort.v1");

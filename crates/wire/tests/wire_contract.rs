@@ -657,6 +657,69 @@ const COHORT_FIELDS: &[(&str, &str, i32)] = &[
     ("ServerInfoResponse", "version", 1),
     ("ServerInfoResponse", "server_time", 2),
     ("ServerInfoResponse", "sessions_open", 3),
+    // Mailbox (streaming)
+    ("ClientFrame", "subscribe", 1),
+    ("ClientFrame", "unsubscribe", 2),
+    ("ClientFrame", "credit", 3),
+    ("ClientFrame", "send", 4),
+    ("ClientFrame", "ack", 5),
+    ("ClientFrame", "ack_ids", 6),
+    ("Subscribe", "session_id", 1),
+    ("Subscribe", "party_id", 2),
+    ("Subscribe", "after_seq", 3),
+    ("Subscribe", "credit", 4),
+    ("Subscribe", "subscription_id", 5),
+    ("Unsubscribe", "session_id", 1),
+    ("Credit", "session_id", 1),
+    ("Credit", "n", 2),
+    ("SendBatch", "request_id", 1),
+    ("SendBatch", "items", 2),
+    ("SendItem", "client_id", 1),
+    ("SendItem", "session_id", 2),
+    ("SendItem", "to_parties", 3),
+    ("SendItem", "round", 4),
+    ("SendItem", "message_type", 5),
+    ("SendItem", "payload", 6),
+    ("Ack", "request_id", 1),
+    ("Ack", "session_id", 2),
+    ("Ack", "up_to_seq", 3),
+    ("AckIds", "request_id", 1),
+    ("AckIds", "message_ids", 2),
+    ("ServerFrame", "delivery", 1),
+    ("ServerFrame", "ended", 2),
+    ("ServerFrame", "send_result", 3),
+    ("ServerFrame", "ack_result", 4),
+    ("ServerFrame", "error", 5),
+    ("Delivery", "session_id", 1),
+    ("Delivery", "subscription_id", 2),
+    ("Delivery", "messages", 3),
+    ("StreamMessage", "seq", 1),
+    ("StreamMessage", "message_id", 2),
+    ("StreamMessage", "from_party", 3),
+    ("StreamMessage", "is_broadcast", 4),
+    ("StreamMessage", "round", 5),
+    ("StreamMessage", "message_type", 6),
+    ("StreamMessage", "payload", 7),
+    ("StreamMessage", "created_at", 8),
+    ("SubscriptionEnded", "session_id", 1),
+    ("SubscriptionEnded", "subscription_id", 2),
+    ("SubscriptionEnded", "failure", 3),
+    ("SendResult", "request_id", 1),
+    ("SendResult", "outcomes", 2),
+    ("SendOutcome", "client_id", 1),
+    ("SendOutcome", "message_id", 2),
+    ("SendOutcome", "duplicate", 3),
+    ("SendOutcome", "failure", 4),
+    ("AckResult", "request_id", 1),
+    ("AckResult", "settled", 2),
+    ("AckResult", "failures", 3),
+    ("AckFailure", "message_id", 1),
+    ("AckFailure", "failure", 2),
+    ("FrameError", "request_id", 1),
+    ("FrameError", "failure", 2),
+    ("Failure", "code", 1),
+    ("Failure", "message", 2),
+    ("Failure", "culprit", 3),
 ];
 
 /// `(service, rpc, input, output)` for every rpc of `cohort.v1`.
@@ -717,7 +780,11 @@ const COHORT_RPCS: &[(&str, &str, &str, &str)] = &[
         "ServerInfoRequest",
         "ServerInfoResponse",
     ),
+    ("Mailbox", "Open", "ClientFrame", "ServerFrame"),
 ];
+
+/// The one streaming rpc of `cohort.v1`: bidirectional.
+const COHORT_STREAMING: (&str, &str) = ("Mailbox", "Open");
 
 #[test]
 fn cohort_proto_matches_api_table() {
@@ -750,7 +817,14 @@ fn cohort_proto_matches_api_table() {
         .iter()
         .flat_map(|s| {
             s.method.iter().map(|m| {
-                assert!(!m.client_streaming() && !m.server_streaming());
+                let streaming = (s.name(), m.name()) == COHORT_STREAMING;
+                assert_eq!(
+                    (m.client_streaming(), m.server_streaming()),
+                    (streaming, streaming),
+                    "{}/{}: only Mailbox/Open streams, both ways",
+                    s.name(),
+                    m.name()
+                );
                 (
                     s.name().to_string(),
                     m.name().to_string(),

@@ -1,20 +1,30 @@
 //! `cohort bench route`: S senders and R receivers in one session send point to point,
-//! round-robin, with several RouteMessage calls in flight per sender; receivers hold a
-//! SubscribeMessages stream and acknowledge every message. With `--against nats`, the same
-//! mailbox workload on NATS JetStream in the same run (see [`super::nats`]).
+//! round-robin, with several messages in flight per sender; receivers take every message
+//! and acknowledge it. Two APIs: `--api stream` (default; `cohort.v1.Mailbox`, what the SDK
+//! uses: one stream per party, batched sends, credit, cumulative acks) and `--api router`
+//! (`mpc.router.v1`: a RouteMessage call per message, a SubscribeMessages stream, an
+//! AcknowledgeMessage call per message). With `--against nats`, the same mailbox workload on
+//! NATS JetStream in the same run (see [`super::nats`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cohort_wire::cohort::client_frame::Frame;
+use cohort_wire::cohort::mailbox_client::MailboxClient;
+use cohort_wire::cohort::server_frame::Frame as Pushed;
+use cohort_wire::cohort::{Ack, ClientFrame, Credit, SendBatch, SendItem, Subscribe};
 use cohort_wire::router::message_router_client::MessageRouterClient;
 use cohort_wire::router::{
     AcknowledgeMessageRequest, RouteMessageRequest, SubscribeMessagesRequest,
 };
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use tokio::sync::mpsc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::nats;
 use super::probe::{Probe, MIN_PAYLOAD};
@@ -47,11 +57,17 @@ pub struct RouteArgs {
     /// Send for this many seconds instead of a fixed count.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
-    /// RouteMessage calls in flight per sender.
+    /// Which API the parties use: the streaming mailbox (what the SDK uses) or the unary
+    /// router calls.
+    #[arg(long, value_enum, default_value_t = Api::Stream)]
+    api: Api,
+    /// Messages in flight per sender: RouteMessage calls (router), or unanswered items on
+    /// the stream, sent in batches of what the window has room for (stream).
     #[arg(long, default_value_t = 16)]
     inflight: usize,
-    /// AcknowledgeMessage calls in flight per receiver (large, so that receivers are not
-    /// what limits the run).
+    /// Messages delivered and not yet acknowledged per receiver: AcknowledgeMessage calls in
+    /// flight (router), or the credit window (stream). Large, so that receivers are not what
+    /// limits the run.
     #[arg(long, default_value_t = 256)]
     ack_inflight: usize,
     /// Total send rate in msgs/s (open loop, spread over the senders) [default: as fast as
@@ -78,6 +94,25 @@ enum DurabilityChoice {
     Full,
     Normal,
     Both,
+}
+
+/// The API the bench's parties speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    /// `cohort.v1.Mailbox`: one bidirectional stream per party.
+    Stream,
+    /// `mpc.router.v1.MessageRouter`: unary RouteMessage and AcknowledgeMessage, and
+    /// SubscribeMessages.
+    Router,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Stream => "stream",
+            Api::Router => "router",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -277,13 +312,17 @@ pub async fn run(a: RouteArgs) -> Result<(), String> {
     } else {
         durabilities
     };
-    println!("cohort bench route: {}", shape.describe());
+    println!(
+        "cohort bench route: {} api={}",
+        shape.describe(),
+        a.api.as_str()
+    );
     let mut notes = Vec::new();
     let mut outcomes = Vec::new();
     for d in durabilities {
         let target = Target::open(&a.relay, d).await?;
         println!("{}", target.describe());
-        let result = drive_cohort(&target, &shape).await;
+        let result = drive_cohort(&target, &shape, a.api).await;
         target.stop().await;
         outcomes.push(result?);
     }
@@ -306,7 +345,7 @@ pub async fn run(a: RouteArgs) -> Result<(), String> {
     }
 
     let mut table = Table::new(
-        format!("route: {}", shape.describe()),
+        format!("route: {} api={}", shape.describe(), a.api.as_str()),
         &[
             "system",
             "setting",
@@ -358,6 +397,7 @@ pub async fn run(a: RouteArgs) -> Result<(), String> {
             "workload": "route",
             "parameters": {
                 "shape": shape.json(),
+                "api": a.api.as_str(),
                 "relay": if attached { a.relay.relay.clone().unwrap_or_default() } else { "spawned".to_string() },
                 "against": a.against.map(|_| "nats"),
             },
@@ -459,9 +499,9 @@ fn ratios(outcomes: &[Outcome]) -> Vec<Value> {
     out
 }
 
-/// Runs the workload once on a Cohort relay: fresh parties, one session, receivers
-/// subscribed before the first send.
-pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, String> {
+/// Runs the workload once on a Cohort relay over `api`: fresh parties, one session,
+/// receivers subscribed before the first send.
+pub async fn drive_cohort(target: &Target, shape: &Shape, api: Api) -> Result<Outcome, String> {
     let setting = match target.durability {
         Some(d) => format!("durability={}", d.as_str()),
         None => "attached".to_string(),
@@ -486,16 +526,39 @@ pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, Str
     let (senders, receivers) = creds.split_at(shape.senders);
     let (sender_channels, receiver_channels) = channels.split_at(shape.senders);
     let mut streams = Vec::with_capacity(receivers.len());
+    let mut mailboxes = Vec::with_capacity(receivers.len());
     for (cred, ch) in receivers.iter().zip(receiver_channels) {
-        let stream = MessageRouterClient::new(ch.clone())
-            .subscribe_messages(cred.request(SubscribeMessagesRequest {
-                session_id: session.id.clone(),
-                party_id: cred.party_id.clone(),
-            }))
-            .await
-            .map_err(|s| failed(&format!("SubscribeMessages of {}", cred.party_id), &s))?
-            .into_inner();
-        streams.push(stream);
+        match api {
+            Api::Router => {
+                let stream = MessageRouterClient::new(ch.clone())
+                    .subscribe_messages(cred.request(SubscribeMessagesRequest {
+                        session_id: session.id.clone(),
+                        party_id: cred.party_id.clone(),
+                    }))
+                    .await
+                    .map_err(|s| failed(&format!("SubscribeMessages of {}", cred.party_id), &s))?
+                    .into_inner();
+                streams.push(stream);
+            }
+            Api::Stream => {
+                let window = u32::try_from(shape.ack_inflight).unwrap_or(u32::MAX);
+                let mailbox = MailboxStream::open(ch, cred).await?;
+                mailbox.put(Frame::Subscribe(Subscribe {
+                    session_id: session.id.clone(),
+                    party_id: cred.party_id.clone(),
+                    after_seq: 0,
+                    credit: window,
+                    subscription_id: 1,
+                }));
+                mailboxes.push(mailbox);
+            }
+        }
+    }
+    let mut sender_mailboxes = Vec::with_capacity(senders.len());
+    if api == Api::Stream {
+        for (cred, ch) in senders.iter().zip(sender_channels) {
+            sender_mailboxes.push(MailboxStream::open(ch, cred).await?);
+        }
     }
     let setup_s = setup.elapsed().as_secs_f64();
 
@@ -517,19 +580,43 @@ pub async fn drive_cohort(target: &Target, shape: &Shape) -> Result<Outcome, Str
             shape.ack_inflight,
         ));
     }
+    for (cred, mailbox) in receivers.iter().zip(mailboxes) {
+        receiver_tasks.spawn(receive_stream(
+            probe.clone(),
+            cred.party_id.clone(),
+            session.id.clone(),
+            mailbox,
+        ));
+    }
     let recipients: Arc<Vec<String>> =
         Arc::new(receivers.iter().map(|c| c.party_id.clone()).collect());
     let mut sender_tasks = JoinSet::new();
-    for (i, (cred, ch)) in senders.iter().zip(sender_channels).enumerate() {
-        sender_tasks.spawn(send(
-            i,
-            shape.clone(),
-            probe.clone(),
-            MessageRouterClient::new(ch.clone()),
-            cred.clone(),
-            session.id.clone(),
-            recipients.clone(),
-        ));
+    match api {
+        Api::Router => {
+            for (i, (cred, ch)) in senders.iter().zip(sender_channels).enumerate() {
+                sender_tasks.spawn(send(
+                    i,
+                    shape.clone(),
+                    probe.clone(),
+                    MessageRouterClient::new(ch.clone()),
+                    cred.clone(),
+                    session.id.clone(),
+                    recipients.clone(),
+                ));
+            }
+        }
+        Api::Stream => {
+            for (i, mailbox) in sender_mailboxes.into_iter().enumerate() {
+                sender_tasks.spawn(send_stream(
+                    i,
+                    shape.clone(),
+                    probe.clone(),
+                    mailbox,
+                    session.id.clone(),
+                    recipients.clone(),
+                ));
+            }
+        }
     }
     let mut sent = 0u64;
     while let Some(r) = sender_tasks.join_next().await {
@@ -681,6 +768,192 @@ async fn receive(
                 Err(s) => probe.fail(failed("AcknowledgeMessage", &s)),
             }
         });
+    }
+}
+
+/// One party's `cohort.v1.Mailbox` stream.
+pub struct MailboxStream {
+    party_id: String,
+    out: mpsc::UnboundedSender<ClientFrame>,
+    inbound: tonic::Streaming<cohort_wire::cohort::ServerFrame>,
+    next_request: u64,
+}
+
+impl MailboxStream {
+    pub async fn open(
+        channel: &tonic::transport::Channel,
+        cred: &Credential,
+    ) -> Result<MailboxStream, String> {
+        let (out, rx) = mpsc::unbounded_channel();
+        let inbound = MailboxClient::new(channel.clone())
+            .open(cred.request(UnboundedReceiverStream::new(rx)))
+            .await
+            .map_err(|s| failed(&format!("Mailbox/Open of {}", cred.party_id), &s))?
+            .into_inner();
+        Ok(MailboxStream {
+            party_id: cred.party_id.clone(),
+            out,
+            inbound,
+            next_request: 0,
+        })
+    }
+
+    fn put(&self, frame: Frame) {
+        // A closed stream shows up as an error on `inbound`.
+        let _ = self.out.send(ClientFrame { frame: Some(frame) });
+    }
+
+    fn request_id(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+
+    /// The next frame, or a line that says why there is none.
+    async fn pushed(&mut self) -> Result<Pushed, String> {
+        match self.inbound.message().await {
+            Ok(Some(f)) => f.frame.ok_or_else(|| {
+                format!("an empty frame on the mailbox stream of {}", self.party_id)
+            }),
+            Ok(None) => Err(format!(
+                "the relay ended the mailbox stream of {}",
+                self.party_id
+            )),
+            Err(s) => Err(failed(&format!("Mailbox stream of {}", self.party_id), &s)),
+        }
+    }
+}
+
+/// One sender on the mailbox stream: keeps up to `inflight` messages unanswered, sending
+/// what the window has room for as one batch. Returns how many messages the relay accepted.
+async fn send_stream(
+    index: usize,
+    shape: Shape,
+    probe: Arc<Probe>,
+    mut mailbox: MailboxStream,
+    session_id: String,
+    recipients: Arc<Vec<String>>,
+) -> u64 {
+    /// Most items in one SendBatch (the relay's default stream_batch).
+    const BATCH: usize = 256;
+    let mut batches: HashMap<u64, usize> = HashMap::new();
+    let mut inflight = 0usize;
+    let mut accepted = 0u64;
+    let mut k = 0u64;
+    let start = tokio::time::Instant::now();
+    loop {
+        let mut next_due = None;
+        let room = shape.inflight.saturating_sub(inflight);
+        if room > 0 && probe.error().is_none() {
+            let mut items = Vec::new();
+            while items.len() < room.min(BATCH) && shape.more(index, k, &probe) {
+                if let Some(due) = shape.due(k) {
+                    if start + due > tokio::time::Instant::now() {
+                        next_due = Some(start + due);
+                        break;
+                    }
+                }
+                let to = recipients[(index + k as usize) % recipients.len()].clone();
+                items.push(SendItem {
+                    client_id: format!("{index}-{k}"),
+                    session_id: session_id.clone(),
+                    to_parties: vec![to],
+                    round: 1,
+                    message_type: "bench".into(),
+                    payload: probe.stamped_payload(shape.payload),
+                });
+                k += 1;
+            }
+            if !items.is_empty() {
+                let request_id = mailbox.request_id();
+                inflight += items.len();
+                batches.insert(request_id, items.len());
+                mailbox.put(Frame::Send(SendBatch { request_id, items }));
+            }
+        }
+        let done = !shape.more(index, k, &probe) || probe.error().is_some();
+        if inflight == 0 && (done || next_due.is_none()) {
+            return accepted;
+        }
+        let pushed = tokio::select! {
+            p = mailbox.pushed(), if inflight > 0 => p,
+            _ = sleep_until(next_due) => continue,
+        };
+        match pushed {
+            Ok(Pushed::SendResult(r)) => {
+                inflight -= batches.remove(&r.request_id).unwrap_or(0);
+                for o in r.outcomes {
+                    match o.failure {
+                        None => accepted += 1,
+                        Some(f) => probe.fail(format!(
+                            "a streamed send was refused: code {}: {}",
+                            f.code, f.message
+                        )),
+                    }
+                }
+            }
+            Ok(other) => probe.fail(format!("unexpected frame on a sender's stream: {other:?}")),
+            Err(e) => {
+                probe.fail(e);
+                return accepted;
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One receiver on the mailbox stream: records each delivery's latency, acknowledges each
+/// delivery with one cumulative ack, and grants the credit back once the ack is committed.
+async fn receive_stream(
+    probe: Arc<Probe>,
+    party_id: String,
+    session_id: String,
+    mut mailbox: MailboxStream,
+) {
+    let mut acks: HashMap<u64, u32> = HashMap::new();
+    loop {
+        match mailbox.pushed().await {
+            Ok(Pushed::Delivery(d)) => {
+                let Some(last) = d.messages.last().map(|m| m.seq) else {
+                    continue;
+                };
+                for m in &d.messages {
+                    probe.received(&m.payload);
+                }
+                let request_id = mailbox.request_id();
+                acks.insert(request_id, d.messages.len() as u32);
+                mailbox.put(Frame::Ack(Ack {
+                    request_id,
+                    session_id: session_id.clone(),
+                    up_to_seq: last,
+                }));
+            }
+            Ok(Pushed::AckResult(r)) => {
+                let n = acks.remove(&r.request_id).unwrap_or(0);
+                for _ in 0..n {
+                    probe.acked();
+                }
+                mailbox.put(Frame::Credit(Credit {
+                    session_id: session_id.clone(),
+                    n,
+                }));
+            }
+            Ok(other) => {
+                probe.fail(format!(
+                    "unexpected frame on the stream of {party_id}: {other:?}"
+                ));
+                return;
+            }
+            Err(e) => {
+                probe.fail(e);
+                return;
+            }
+        }
     }
 }
 

@@ -644,7 +644,7 @@ async fn steady_load(
 async fn median_probe(target: &Target, shape: &Shape, runs: usize) -> Result<Outcome, String> {
     let mut all = Vec::with_capacity(runs.max(1));
     for _ in 0..runs.max(1) {
-        all.push(route::drive_cohort(target, shape).await?);
+        all.push(route::drive_cohort(target, shape, route::Api::Router).await?);
     }
     all.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
     let rates: Vec<f64> = all.iter().map(|o| round3(o.rate())).collect();

@@ -4,12 +4,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cohort_client::{Client, ClientOptions, CreateSession, JoinInfo};
 use cohort_crypto::identity::IdentityKey;
 use cohort_server::{Config, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -88,6 +90,11 @@ impl TestRelay {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The running relay's application service (its counters).
+    pub fn engine(&self) -> Arc<cohort_server::Relay> {
+        self.running.as_ref().expect("relay running").relay.clone()
     }
 
     pub fn coordinator_key(&self) -> IdentityKey {
@@ -193,10 +200,12 @@ pub async fn started_session(coordinator: &Client, parties: &[&Client]) -> (Stri
 }
 
 /// A TCP proxy in front of the relay whose live connections a test can cut, as a network
-/// failure would, while the relay keeps running.
+/// failure would, while the relay keeps running; and which can swallow what the relay sends
+/// back, as a connection that dies after the request got through would.
 pub struct Proxy {
     pub addr: SocketAddr,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    swallow: Arc<AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -205,12 +214,39 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let addr = listener.local_addr().expect("proxy address");
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let swallow = Arc::new(AtomicBool::new(false));
         let live = connections.clone();
+        let swallowing = swallow.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
+            while let Ok((down, _)) = listener.accept().await {
+                let swallowing = swallowing.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut up) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    let Ok(up) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = down.set_nodelay(true);
+                    let _ = up.set_nodelay(true);
+                    let (mut down_rx, mut down_tx) = down.into_split();
+                    let (mut up_rx, mut up_tx) = up.into_split();
+                    let to_relay = tokio::io::copy(&mut down_rx, &mut up_tx);
+                    let to_client = async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match up_rx.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if swallowing.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            if down_tx.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = to_relay => {}
+                        _ = to_client => {}
                     }
                 });
                 live.lock().expect("proxy lock").push(task);
@@ -219,6 +255,7 @@ impl Proxy {
         Proxy {
             addr,
             connections,
+            swallow,
             accept,
         }
     }
@@ -232,6 +269,11 @@ impl Proxy {
         for t in self.connections.lock().expect("proxy lock").drain(..) {
             t.abort();
         }
+    }
+
+    /// While on, what the relay sends is dropped on the way to the client.
+    pub fn swallow_replies(&self, on: bool) {
+        self.swallow.store(on, Ordering::SeqCst);
     }
 }
 

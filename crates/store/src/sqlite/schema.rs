@@ -57,9 +57,10 @@ fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Version 2: payloads live apart from message headers (`payloads`), so settling a copy
-/// never reads its payload. The stored values of version 1 (messages with their payloads,
-/// sessions without a failure culprit) are not readable by this build, and a development
-/// database holding any is refused rather than misread.
+/// never reads its payload, and `send_ids` (`Table::SendIds`) holds the client ids of
+/// streaming sends. The stored values of version 1 (messages with their payloads, sessions
+/// without a failure culprit) are not readable by this build, and a development database
+/// holding any is refused rather than misread.
 fn split_payloads(conn: &Connection) -> rusqlite::Result<()> {
     let held: i64 = conn.query_row(
         "SELECT (SELECT count(*) FROM messages) + (SELECT count(*) FROM sessions)",
@@ -73,7 +74,10 @@ fn split_payloads(conn: &Connection) -> rusqlite::Result<()> {
                 .into(),
         ));
     }
-    conn.execute_batch("CREATE TABLE payloads (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;")
+    conn.execute_batch(
+        "CREATE TABLE payloads (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE send_ids (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;",
+    )
 }
 
 /// Opens the read-write connection the writer thread owns, switches the file to WAL and

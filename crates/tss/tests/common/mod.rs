@@ -22,13 +22,16 @@ use cohort_tss::runner::{
     Coordinator, KeygenResult, Outcome, PartyNode, RunError, SignResult, Traffic,
 };
 use cohort_tss::{Curve, Ed25519Sha512, KeyShare, Secp256K1Sha256TR};
+use cohort_wire::cohort::mailbox_client::MailboxClient;
+use cohort_wire::cohort::mailbox_server::{Mailbox, MailboxServer};
+use cohort_wire::cohort::{client_frame, server_frame, ClientFrame, Credit, ServerFrame};
 use cohort_wire::router::message_router_client::MessageRouterClient;
 use cohort_wire::router::message_router_server::{MessageRouter, MessageRouterServer};
 use cohort_wire::router::{self, MpcMessage};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint};
@@ -545,9 +548,9 @@ pub struct Alteration {
 }
 
 /// A gRPC proxy serving every service a `Client` uses (`mpc.router.v1.MessageRouter`, and
-/// `cohort.v1` Auth, Sessions, Keys, Admin), forwarding each call with its `authorization`
-/// header to the real relay, and passing each message of SubscribeMessages through the
-/// current [`Rewrite`] on the way back.
+/// `cohort.v1` Auth, Sessions, Keys, Admin, Mailbox), forwarding each call with its
+/// `authorization` header to the real relay, and passing each message delivered on
+/// SubscribeMessages or a Mailbox stream through the current [`Rewrite`] on the way back.
 pub struct TamperingRelay {
     pub addr: SocketAddr,
     rewrite: Arc<Mutex<Option<Rewrite>>>,
@@ -570,7 +573,8 @@ impl TamperingRelay {
             log: log.clone(),
         };
         let serve = tonic::transport::Server::builder()
-            .add_service(MessageRouterServer::new(router))
+            .add_service(MessageRouterServer::new(router.clone()))
+            .add_service(MailboxServer::new(router))
             .add_service(AuthPassthrough(upstream.clone()))
             .add_service(SessionsPassthrough(upstream.clone()))
             .add_service(KeysPassthrough(upstream.clone()))
@@ -639,6 +643,11 @@ impl Forwarder {
         MessageRouterClient::new(self.upstream.clone())
     }
 
+    /// Passes `m` through the current rewrite, logging what it did.
+    fn verdict(&self, m: &mut MpcMessage) -> Verdict {
+        judge(&self.rewrite, &self.log, m)
+    }
+
     async fn tampered_mailbox(
         &self,
         request: Request<router::SubscribeMessagesRequest>,
@@ -648,29 +657,111 @@ impl Forwarder {
             .subscribe_messages(forwarded(request))
             .await?
             .into_inner();
-        let rewrite = self.rewrite.clone();
-        let log = self.log.clone();
+        let me = self.clone();
         let stream = upstream.filter_map(move |item| {
             let mut m = match item {
                 Ok(m) => m,
                 Err(status) => return Some(Err(status)),
             };
-            let before = m.clone();
-            let verdict = match rewrite.lock().expect("proxy lock").as_mut() {
-                Some(f) => f(&mut m),
-                None => Verdict::Pass,
-            };
-            if verdict != Verdict::Pass {
-                log.lock().expect("proxy lock").push(Alteration {
-                    message_id: before.message_id,
-                    from: before.from_party,
-                    round: before.round_number,
-                    message_type: before.message_type,
-                    is_broadcast: before.is_broadcast,
-                    verdict,
-                });
+            (me.verdict(&mut m) != Verdict::Withheld).then_some(Ok(m))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn judge(
+    rewrite: &Mutex<Option<Rewrite>>,
+    log: &Mutex<Vec<Alteration>>,
+    m: &mut MpcMessage,
+) -> Verdict {
+    let before = m.clone();
+    let verdict = match rewrite.lock().expect("proxy lock").as_mut() {
+        Some(f) => f(m),
+        None => Verdict::Pass,
+    };
+    if verdict != Verdict::Pass {
+        log.lock().expect("proxy lock").push(Alteration {
+            message_id: before.message_id,
+            from: before.from_party,
+            round: before.round_number,
+            message_type: before.message_type,
+            is_broadcast: before.is_broadcast,
+            verdict,
+        });
+    }
+    verdict
+}
+
+/// The mailbox stream, forwarded both ways; each delivered message goes through the rewrite.
+/// A withheld message's credit is granted back upstream, so the party's flow control is not
+/// thrown off by what it never saw.
+#[tonic::async_trait]
+impl Mailbox for Forwarder {
+    type OpenStream = Forwarded<ServerFrame>;
+
+    async fn open(
+        &self,
+        request: Request<tonic::Streaming<ClientFrame>>,
+    ) -> Result<Response<Self::OpenStream>, Status> {
+        let authorization = request.metadata().get("authorization").cloned();
+        let mut inbound = request.into_inner();
+        let (up, up_rx) = mpsc::unbounded_channel::<ClientFrame>();
+        let to_relay = up.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(f)) = inbound.message().await {
+                if to_relay.send(f).is_err() {
+                    return;
+                }
             }
-            (verdict != Verdict::Withheld).then_some(Ok(m))
+        });
+        let mut out = Request::new(UnboundedReceiverStream::new(up_rx));
+        if let Some(a) = authorization {
+            out.metadata_mut().insert("authorization", a);
+        }
+        let upstream = MailboxClient::new(self.upstream.clone())
+            .open(out)
+            .await?
+            .into_inner();
+        let me = self.clone();
+        let stream = upstream.map(move |item| {
+            let mut frame = item?;
+            if let Some(server_frame::Frame::Delivery(d)) = &mut frame.frame {
+                let session_id = d.session_id.clone();
+                let mut withheld = 0u32;
+                d.messages.retain_mut(|sm| {
+                    let mut m = MpcMessage {
+                        message_id: sm.message_id.clone(),
+                        session_id: session_id.clone(),
+                        from_party: sm.from_party.clone(),
+                        is_broadcast: sm.is_broadcast,
+                        round_number: sm.round,
+                        message_type: sm.message_type.clone(),
+                        payload: sm.payload.clone(),
+                        created_at: sm.created_at,
+                    };
+                    if me.verdict(&mut m) == Verdict::Withheld {
+                        withheld += 1;
+                        return false;
+                    }
+                    sm.message_id = m.message_id;
+                    sm.from_party = m.from_party;
+                    sm.is_broadcast = m.is_broadcast;
+                    sm.round = m.round_number;
+                    sm.message_type = m.message_type;
+                    sm.payload = m.payload;
+                    sm.created_at = m.created_at;
+                    true
+                });
+                if withheld > 0 {
+                    let _ = up.send(ClientFrame {
+                        frame: Some(client_frame::Frame::Credit(Credit {
+                            session_id,
+                            n: withheld,
+                        })),
+                    });
+                }
+            }
+            Ok(frame)
         });
         Ok(Response::new(Box::pin(stream)))
     }
