@@ -198,3 +198,53 @@ pub fn run_dkg_and_sign(
         shares,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// CPU time this thread has run, in ns (`/proc/thread-self/schedstat`), if readable.
+    fn thread_cpu_ns() -> Option<u64> {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// The CPU cost of one in-process 2-of-3 Ed25519 signing (both signers' work), on one
+    /// thread. A measurement, not a test: it prints and asserts nothing about time. Run in
+    /// release (see "In-process FROST cost" in BENCHMARKS.md):
+    /// `cargo test --release -p cohort-tss --lib -- --ignored --nocapture signing_cost`;
+    /// `COHORT_SIGNINGS` sets the count (default 2000).
+    #[test]
+    #[ignore = "measurement; run in release with --ignored --nocapture"]
+    fn signing_cost() {
+        let count: u32 = std::env::var("COHORT_SIGNINGS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2000);
+        let shares = run_dkg(Curve::Ed25519, 3, 2).unwrap();
+        let signing = &shares[..2];
+        // Warm up caches and lazy statics.
+        for i in 0..10u32 {
+            run_sign(signing, &i.to_be_bytes()).unwrap();
+        }
+        let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
+        for i in 0..count {
+            run_sign(signing, format!("bench message {i}").as_bytes()).unwrap();
+        }
+        let wall = wall0.elapsed();
+        let per = |ns: f64| ns / 1000.0 / f64::from(count);
+        let cpu = match (cpu0, thread_cpu_ns()) {
+            (Some(a), Some(b)) => format!("{:.1} µs CPU", per((b - a) as f64)),
+            _ => "CPU time unavailable".into(),
+        };
+        println!(
+            "in-process 2-of-3 ed25519 signing: {count} signings, {cpu}, {:.1} µs wall per signing",
+            per(wall.as_nanos() as f64)
+        );
+    }
+}
