@@ -691,6 +691,34 @@ fn closed_elsewhere(sid: &str, e: &ClientError) -> RunError {
 pub struct Coordinator {
     client: Client,
     key: IdentityKey,
+    /// What each key's keygen said (holders, t, curve), by group public key: a completed
+    /// keygen never changes, so it is looked up at the relay once, not at every signing.
+    keys: Mutex<HashMap<Vec<u8>, KeyInfo>>,
+}
+
+/// A key's holders with their indices, its threshold and its curve.
+type KeyInfo = (Vec<(String, u16)>, u16, Curve);
+
+/// What a completed keygen session says about the key it made.
+fn key_info_of(s: &cohort_client::SessionSummary) -> Option<KeyInfo> {
+    if s.session_type != "keygen" || s.status != "completed" {
+        return None;
+    }
+    let curve = match Descriptor::from_bytes(&s.descriptor).map(|d| d.purpose) {
+        Ok(Purpose::Keygen { curve }) => curve,
+        _ => return None,
+    };
+    let parties = s
+        .participants
+        .iter()
+        .map(|p| {
+            (
+                p.party_id.clone(),
+                u16::try_from(p.party_index).unwrap_or(0),
+            )
+        })
+        .collect();
+    Some((parties, u16::try_from(s.threshold_t).unwrap_or(0), curve))
 }
 
 /// A finished keygen.
@@ -713,7 +741,15 @@ pub struct SignResult {
 impl Coordinator {
     /// `key` must be the identity key `client` logged in with, listed as a coordinator key.
     pub fn new(client: Client, key: IdentityKey) -> Self {
-        Coordinator { client, key }
+        Coordinator {
+            client,
+            key,
+            keys: Mutex::default(),
+        }
+    }
+
+    fn known_keys(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, KeyInfo>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn client(&self) -> &Client {
@@ -747,6 +783,9 @@ impl Coordinator {
             nonce: Self::nonce(),
         };
         let (session_id, s) = self.run(d, "keygen", Vec::new(), timeout).await?;
+        if let Some(info) = key_info_of(&s) {
+            self.known_keys().insert(s.public_key.clone(), info);
+        }
         Ok(KeygenResult {
             session_id,
             group_public_key: s.public_key,
@@ -755,35 +794,27 @@ impl Coordinator {
     }
 
     /// Finds the completed keygen that made `group_public_key`: its parties by index, t, curve.
+    /// Asks the relay once per key (a listing of completed sessions); then from memory.
     pub async fn key_info(
         &self,
         group_public_key: &[u8],
     ) -> Result<(Vec<(String, u16)>, u16, Curve), RunError> {
+        if let Some(info) = self.known_keys().get(group_public_key) {
+            return Ok(info.clone());
+        }
         let sessions = self.client.list_sessions(Some("completed"), 10_000).await?;
-        let not_found = || RunError::Failed {
-            session: String::new(),
-            reason: format!("no completed keygen made key {}", hex_of(group_public_key)),
-            culprit: None,
-        };
-        let s = sessions
-            .into_iter()
-            .find(|s| s.session_type == "keygen" && s.public_key == group_public_key)
-            .ok_or_else(not_found)?;
-        let curve = match Descriptor::from_bytes(&s.descriptor).map(|d| d.purpose) {
-            Ok(Purpose::Keygen { curve }) => curve,
-            _ => return Err(not_found()),
-        };
-        let parties = s
-            .participants
+        let info = sessions
             .iter()
-            .map(|p| {
-                (
-                    p.party_id.clone(),
-                    u16::try_from(p.party_index).unwrap_or(0),
-                )
-            })
-            .collect();
-        Ok((parties, u16::try_from(s.threshold_t).unwrap_or(0), curve))
+            .filter(|s| s.public_key == group_public_key)
+            .find_map(key_info_of)
+            .ok_or_else(|| RunError::Failed {
+                session: String::new(),
+                reason: format!("no completed keygen made key {}", hex_of(group_public_key)),
+                culprit: None,
+            })?;
+        self.known_keys()
+            .insert(group_public_key.to_vec(), info.clone());
+        Ok(info)
     }
 
     /// Signs `message` (its SHA-256) with the key `group_public_key`. `signers` defaults to
