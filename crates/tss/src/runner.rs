@@ -127,6 +127,12 @@ impl PartyNode {
         &self.client
     }
 
+    /// How many fsync'd rewrites of the key store this node has made (one per group of
+    /// concurrent changes).
+    pub fn key_store_writes(&self) -> u64 {
+        self.keys.writes()
+    }
+
     async fn put(&self, name: &str, value: &[u8]) -> Result<(), RunError> {
         self.change(&[(name, value)], &[]).await
     }
@@ -233,10 +239,13 @@ impl PartyNode {
         // resumes the session from the key store, not from the event.
         self.put(&format!("session/{}", ev.session_id), token.as_bytes())
             .await?;
+        // The run does not wait for the acknowledgement. Should that be lost, the event comes
+        // again: a session still running is not started twice, and the relay refuses the
+        // join of one that is over.
+        self.spawn_session(ev.session_id.clone(), token);
         if let Err(e) = self.client.ack_event(&ev).await {
             tracing::warn!(session = %ev.session_id, error = %e, "could not acknowledge the event");
         }
-        self.spawn_session(ev.session_id, token);
         Ok(())
     }
 

@@ -177,6 +177,8 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
     let signers: Vec<String> = f.names[..usize::from(a.t)].to_vec();
     let cpu_before = f.target.usage();
     let bench_before = own_usage();
+    let key_store_writes = || f.nodes.iter().map(|n| n.key_store_writes()).sum::<u64>();
+    let writes_before = key_store_writes();
 
     let pb = report::bar(Some(a.sessions as u64), "signing sessions");
     let latencies = Arc::new(std::sync::Mutex::new(new_histogram()));
@@ -231,6 +233,7 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
     pb.finish_and_clear();
     let cpu_after = f.target.usage();
     let bench_cpu = cpu_between(bench_before, own_usage());
+    let writes_per_session = (key_store_writes() - writes_before) as f64 / a.sessions as f64;
     let _ = stop.send(true);
     for t in tasks {
         let _ = t.await;
@@ -313,12 +316,16 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
     ]);
     table.print();
     println!("ratio relay / in-process: {:.3}", relay_rate / local_rate);
+    println!(
+        "key-store writes (fsync'd rewrites) per session, all parties: {writes_per_session:.2}"
+    );
     let result = json!({
         "workload": "sign",
         "params": {"n": a.n, "t": a.t, "curve": a.curve.to_string(), "sessions": a.sessions,
                    "concurrency": a.concurrency, "durability": a.durability.as_str()},
         "relay": {"sessions_per_s": relay_rate, "latency": lat.json(),
                   "relay_cpu_s": relay_cpu, "bench_cpu_s": bench_cpu,
+                  "key_store_writes_per_session": writes_per_session,
                   "wall_s": relay_wall.as_secs_f64()},
         "in_process": {"sessions_per_s": local_rate, "threads": cores(),
                        "cpu_s": local_cpu, "wall_s": local_wall.as_secs_f64()},
