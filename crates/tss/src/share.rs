@@ -108,7 +108,7 @@ impl KeyShare {
 
 /// A [`KeyShare`] with its frost packages parsed, ready to sign with. Parsing checks every
 /// point the packages hold (on Ed25519 a subgroup check, about the cost of a scalar
-/// multiplication, for each of the n + 2 points), so a party that signs often loads its share
+/// multiplication, for each of the n + 3 points), so a party that signs often loads its share
 /// once and starts each signing from this ([`crate::AnySign::start_loaded`]).
 #[derive(Clone)]
 pub struct LoadedShare {
