@@ -30,11 +30,22 @@
 //! rename, fsync of the directory. A crash leaves the old store or the new one, never a mix.
 //! Opening with the wrong secret only reads the file. One process at a time should hold a
 //! store open for writing; the store does not lock the file.
+//!
+//! # Concurrent writers: group commit
+//!
+//! [`KeyStore`] is for one owner. [`SharedKeyStore`] is for many tasks changing one store at
+//! once (a party running several sessions): each change is queued, and whoever finds no
+//! write in progress takes every change queued so far and writes them in one atomic rewrite
+//! and one fsync, while later changes queue for the next. A caller is answered only once
+//! its change is durable, or with the error that stopped the write (then its change is not
+//! applied, in memory or on disk). So N sessions that each need a nonce on disk before
+//! sending pay about one fsync between them, not N in a row.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -148,12 +159,19 @@ struct Header {
     salt: [u8; SALT_LEN],
 }
 
-/// An open key store: the decrypted entries in memory, the derived key to rewrite the file.
-pub struct KeyStore {
+type Entries = BTreeMap<String, Zeroizing<Vec<u8>>>;
+
+/// Where a store lives and what seals it: enough to rewrite the file.
+struct StoreFile {
     path: PathBuf,
     header: Header,
     key: Zeroizing<[u8; 32]>,
-    entries: BTreeMap<String, Zeroizing<Vec<u8>>>,
+}
+
+/// An open key store: the decrypted entries in memory, the derived key to rewrite the file.
+pub struct KeyStore {
+    file: StoreFile,
+    entries: Entries,
 }
 
 impl KeyStore {
@@ -186,12 +204,10 @@ impl KeyStore {
         };
         let key = derive_key(&header, secret)?;
         let store = KeyStore {
-            path,
-            header,
-            key,
+            file: StoreFile { path, header, key },
             entries: BTreeMap::new(),
         };
-        store.write(&store.entries, true)?;
+        store.file.write(&store.entries, true)?;
         Ok(store)
     }
 
@@ -235,21 +251,17 @@ impl KeyStore {
             .map_err(|_| KeyStoreError::WrongSecret { path: path.clone() })?;
         let entries = decode_entries(&plaintext).map_err(corrupt)?;
         Ok(KeyStore {
-            path,
-            header,
-            key,
+            file: StoreFile { path, header, key },
             entries,
         })
     }
 
     /// Stores `value` under `name`, replacing any previous value, and rewrites the file.
     pub fn put(&mut self, name: &str, value: &[u8]) -> Result<(), KeyStoreError> {
-        if name.is_empty() || name.len() > 1024 {
-            return Err(KeyStoreError::BadName);
-        }
+        check_name(name)?;
         let mut next = self.entries.clone();
         next.insert(name.to_string(), Zeroizing::new(value.to_vec()));
-        self.write(&next, false)?;
+        self.file.write(&next, false)?;
         self.entries = next;
         Ok(())
     }
@@ -265,7 +277,7 @@ impl KeyStore {
         }
         let mut next = self.entries.clone();
         next.remove(name);
-        self.write(&next, false)?;
+        self.file.write(&next, false)?;
         self.entries = next;
         Ok(true)
     }
@@ -273,21 +285,14 @@ impl KeyStore {
     /// Puts and removes several entries in one atomic write of the file (one fsync'd
     /// rewrite instead of one per entry). Removing an absent entry is not an error.
     pub fn apply(&mut self, puts: &[(&str, &[u8])], removes: &[&str]) -> Result<(), KeyStoreError> {
-        if puts.iter().any(|(n, _)| n.is_empty() || n.len() > 1024) {
-            return Err(KeyStoreError::BadName);
-        }
+        let change = Change::new(puts, removes)?;
         let mut next = self.entries.clone();
-        for (name, value) in puts {
-            next.insert(name.to_string(), Zeroizing::new(value.to_vec()));
-        }
         let mut changed = !puts.is_empty();
-        for name in removes {
-            changed |= next.remove(*name).is_some();
-        }
+        changed |= change.apply_to(&mut next);
         if !changed {
             return Ok(());
         }
-        self.write(&next, false)?;
+        self.file.write(&next, false)?;
         self.entries = next;
         Ok(())
     }
@@ -297,14 +302,33 @@ impl KeyStore {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.path
     }
 
-    fn write(
-        &self,
-        entries: &BTreeMap<String, Zeroizing<Vec<u8>>>,
-        new_file: bool,
-    ) -> Result<(), KeyStoreError> {
+    /// This store as a [`SharedKeyStore`], for several concurrent writers.
+    pub fn into_shared(self) -> SharedKeyStore {
+        SharedKeyStore {
+            shared: Arc::new(Shared {
+                file: self.file,
+                state: Mutex::new(GroupState {
+                    entries: self.entries,
+                    queue: Vec::new(),
+                    next_ticket: 0,
+                    outcomes: BTreeMap::new(),
+                    writing: false,
+                    writes: 0,
+                }),
+                written: Condvar::new(),
+                #[cfg(test)]
+                before_write: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl StoreFile {
+    /// Replaces the file with `entries`: temporary file, fsync, rename, directory fsync.
+    fn write(&self, entries: &Entries, new_file: bool) -> Result<(), KeyStoreError> {
         let io = |source| KeyStoreError::Io {
             path: self.path.clone(),
             source,
@@ -355,8 +379,293 @@ impl KeyStore {
 impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyStore")
-            .field("path", &self.path)
+            .field("path", &self.file.path)
             .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+fn check_name(name: &str) -> Result<(), KeyStoreError> {
+    if name.is_empty() || name.len() > 1024 {
+        return Err(KeyStoreError::BadName);
+    }
+    Ok(())
+}
+
+/// Entries to put and names to remove, applied together.
+struct Change {
+    puts: Vec<(String, Zeroizing<Vec<u8>>)>,
+    removes: Vec<String>,
+}
+
+impl Change {
+    fn new(puts: &[(&str, &[u8])], removes: &[&str]) -> Result<Self, KeyStoreError> {
+        for (name, _) in puts {
+            check_name(name)?;
+        }
+        Ok(Change {
+            puts: puts
+                .iter()
+                .map(|(n, v)| (n.to_string(), Zeroizing::new(v.to_vec())))
+                .collect(),
+            removes: removes.iter().map(|n| n.to_string()).collect(),
+        })
+    }
+
+    /// Applies the change; returns whether it altered `entries`.
+    fn apply_to(&self, entries: &mut Entries) -> bool {
+        let mut changed = false;
+        for (name, value) in &self.puts {
+            changed |= entries.insert(name.clone(), value.clone()).as_ref() != Some(value);
+        }
+        for name in &self.removes {
+            changed |= entries.remove(name).is_some();
+        }
+        changed
+    }
+
+    /// Whether applying it to `entries` would leave them as they are.
+    fn is_no_op(&self, entries: &Entries) -> bool {
+        self.puts.iter().all(|(n, v)| entries.get(n) == Some(v))
+            && self.removes.iter().all(|n| !entries.contains_key(n))
+    }
+}
+
+/// A key store several threads or tasks change at once; clones share it. Changes queued
+/// while a write is in progress go out together in the next one (group commit: see the
+/// module docs). Reads see what is durable.
+///
+/// The methods block (a file write and fsync); from async code, call them through
+/// `spawn_blocking`.
+#[derive(Clone)]
+pub struct SharedKeyStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    file: StoreFile,
+    state: Mutex<GroupState>,
+    /// Signalled after every write, when outcomes are posted and `writing` is off.
+    written: Condvar,
+    /// Test hook, called by the writer with the batch size before it writes; an error
+    /// stands for a crash before the write reached the disk.
+    #[cfg(test)]
+    before_write: Mutex<Option<WriteHook>>,
+}
+
+#[cfg(test)]
+type WriteHook = Box<dyn FnMut(usize) -> std::io::Result<()> + Send>;
+
+struct GroupState {
+    /// The entries as they are on disk.
+    entries: Entries,
+    /// Changes waiting for the next write, with the ticket their caller waits on.
+    queue: Vec<(u64, Change)>,
+    next_ticket: u64,
+    /// Outcomes of written batches, by ticket, until their callers collect them.
+    outcomes: BTreeMap<u64, Result<(), KeyStoreError>>,
+    /// A writer is rewriting the file (outside the lock).
+    writing: bool,
+    /// File rewrites so far.
+    writes: u64,
+}
+
+impl SharedKeyStore {
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts and removes entries in one change; returns once the change is durable, sharing
+    /// the rewrite and fsync with every change queued alongside it. A change that alters
+    /// nothing, with nothing queued before it, returns at once.
+    pub fn apply(&self, puts: &[(&str, &[u8])], removes: &[&str]) -> Result<(), KeyStoreError> {
+        let change = Change::new(puts, removes)?;
+        let mut state = self.lock();
+        // Only with nothing queued or in flight: a pending change to the same names must not
+        // be overtaken.
+        if !state.writing && state.queue.is_empty() && change.is_no_op(&state.entries) {
+            return Ok(());
+        }
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push((ticket, change));
+        loop {
+            if let Some(outcome) = state.outcomes.remove(&ticket) {
+                return outcome;
+            }
+            state = if state.writing {
+                self.shared
+                    .written
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner())
+            } else {
+                self.write_queued(state)
+            };
+        }
+    }
+
+    /// Stores `value` under `name`; returns once durable (see [`SharedKeyStore::apply`]).
+    pub fn put(&self, name: &str, value: &[u8]) -> Result<(), KeyStoreError> {
+        self.apply(&[(name, value)], &[])
+    }
+
+    /// Removes `name`; returns once durable (see [`SharedKeyStore::apply`]).
+    pub fn remove(&self, name: &str) -> Result<(), KeyStoreError> {
+        self.apply(&[], &[name])
+    }
+
+    /// The durable value of `name`.
+    pub fn get(&self, name: &str) -> Option<Zeroizing<Vec<u8>>> {
+        self.lock().entries.get(name).cloned()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().entries.contains_key(name)
+    }
+
+    /// The durable entry names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().entries.keys().cloned().collect()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.file.path
+    }
+
+    /// How many times the file has been rewritten (one fsync'd rewrite each) through this
+    /// store.
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
+    /// Writes every queued change in one rewrite, with the lock released during the I/O,
+    /// then posts each change's outcome and wakes the waiters.
+    fn write_queued<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, GroupState>,
+    ) -> MutexGuard<'a, GroupState> {
+        let batch = std::mem::take(&mut state.queue);
+        let mut next = state.entries.clone();
+        for (_, change) in &batch {
+            change.apply_to(&mut next);
+        }
+        let changed = next != state.entries;
+        state.writing = true;
+        drop(state);
+        // Should the write panic, the guard still posts an outcome for every ticket and clears
+        // `writing`, so no waiter is left waiting for a writer that is gone.
+        let mut posting = Posting {
+            store: self,
+            tickets: batch.iter().map(|(t, _)| *t).collect(),
+            result: Err(KeyStoreError::Io {
+                path: self.shared.file.path.clone(),
+                source: std::io::Error::other("the key store writer panicked"),
+            }),
+            next: None,
+        };
+        let result = if changed {
+            self.before_write(batch.len())
+                .and_then(|()| self.shared.file.write(&next, false))
+        } else {
+            Ok(())
+        };
+        posting.next = (changed && result.is_ok()).then_some(next);
+        posting.result = result;
+        drop(posting);
+        self.lock()
+    }
+
+    #[cfg(test)]
+    fn before_write(&self, batch: usize) -> Result<(), KeyStoreError> {
+        let mut hook = self
+            .shared
+            .before_write
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match hook.as_mut() {
+            Some(h) => h(batch).map_err(|source| KeyStoreError::Io {
+                path: self.shared.file.path.clone(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    #[cfg(not(test))]
+    fn before_write(&self, _batch: usize) -> Result<(), KeyStoreError> {
+        Ok(())
+    }
+}
+
+/// Posts a batch's outcome when dropped (after the write, or while unwinding from it).
+struct Posting<'a> {
+    store: &'a SharedKeyStore,
+    tickets: Vec<u64>,
+    result: Result<(), KeyStoreError>,
+    /// The entries now on disk, when the write changed them.
+    next: Option<Entries>,
+}
+
+impl Drop for Posting<'_> {
+    fn drop(&mut self) {
+        let mut state = self.store.lock();
+        state.writing = false;
+        if let Some(next) = self.next.take() {
+            state.entries = next;
+            state.writes += 1;
+        }
+        for &ticket in &self.tickets {
+            let outcome = match &self.result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.again()),
+            };
+            state.outcomes.insert(ticket, outcome);
+        }
+        drop(state);
+        self.store.shared.written.notify_all();
+    }
+}
+
+impl KeyStoreError {
+    /// The same failure, for each caller whose change was in the batch that hit it.
+    fn again(&self) -> KeyStoreError {
+        match self {
+            KeyStoreError::WrongSecret { path } => {
+                KeyStoreError::WrongSecret { path: path.clone() }
+            }
+            KeyStoreError::SecretKindMismatch {
+                path,
+                expected,
+                given,
+            } => KeyStoreError::SecretKindMismatch {
+                path: path.clone(),
+                expected,
+                given,
+            },
+            KeyStoreError::AlreadyExists { path } => {
+                KeyStoreError::AlreadyExists { path: path.clone() }
+            }
+            KeyStoreError::Corrupt { path, reason } => KeyStoreError::Corrupt {
+                path: path.clone(),
+                reason,
+            },
+            KeyStoreError::BadSecret(why) => KeyStoreError::BadSecret(why),
+            KeyStoreError::BadName => KeyStoreError::BadName,
+            KeyStoreError::Io { path, source } => KeyStoreError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for SharedKeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("SharedKeyStore")
+            .field("path", &self.shared.file.path)
+            .field("entries", &state.entries.len())
+            .field("queued", &state.queue.len())
             .finish()
     }
 }
@@ -681,5 +990,156 @@ mod tests {
             ks.apply(&[("", b"x")], &[]),
             Err(KeyStoreError::BadName)
         ));
+    }
+
+    fn shared_store(dir: &tempfile::TempDir) -> (SharedKeyStore, PathBuf, KeyStoreSecret) {
+        let path = dir.path().join("ks");
+        let secret = KeyStoreSecret::KeyFile(vec![9; 32]);
+        let store = KeyStore::create(&path, &secret).unwrap().into_shared();
+        (store, path, secret)
+    }
+
+    /// Waits (bounded) until `n` changes are queued behind the write in progress.
+    fn wait_until_queued(store: &SharedKeyStore, n: usize) {
+        let start = std::time::Instant::now();
+        while store.lock().queue.len() < n {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "only {} of {n} changes queued",
+                store.lock().queue.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn concurrent_puts_share_one_write_and_each_returns_only_once_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path, secret) = shared_store(&dir);
+        // The first write waits until the test lets it go, so the others queue behind it.
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        *store.shared.before_write.lock().unwrap() = Some(Box::new(move |batch| {
+            seen.lock().unwrap().push(batch);
+            if seen.lock().unwrap().len() == 1 {
+                entered_tx.send(()).unwrap();
+                release_rx.lock().unwrap().recv().unwrap();
+            }
+            Ok(())
+        }));
+
+        let put_and_check = |name: String| {
+            let (store, path) = (store.clone(), path.clone());
+            let secret = KeyStoreSecret::KeyFile(vec![9; 32]);
+            std::thread::spawn(move || {
+                store.put(&name, name.as_bytes()).unwrap();
+                // Answered: the change must already be in the file.
+                let on_disk = KeyStore::open(&path, &secret).unwrap();
+                assert_eq!(on_disk.get(&name), Some(name.as_bytes()), "{name}");
+            })
+        };
+        let first = put_and_check("first".into());
+        entered
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the first write started");
+        let rest: Vec<_> = (0..31)
+            .map(|i| put_and_check(format!("entry/{i}")))
+            .collect();
+        wait_until_queued(&store, 31);
+        assert!(
+            !rest.iter().any(|t| t.is_finished()),
+            "answered before its write"
+        );
+        release.send(()).unwrap();
+        first.join().unwrap();
+        for t in rest {
+            t.join().unwrap();
+        }
+
+        assert_eq!(*batches.lock().unwrap(), vec![1, 31]);
+        assert_eq!(store.writes(), 2);
+        let reopened = KeyStore::open(&path, &secret).unwrap();
+        assert_eq!(reopened.names().count(), 32);
+    }
+
+    #[test]
+    fn a_crash_before_the_write_loses_only_unacknowledged_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path, secret) = shared_store(&dir);
+        store.put("acknowledged", b"kept").unwrap();
+
+        // From here the process "crashes" before any write reaches the disk: the first write
+        // waits until the others are queued behind it, then every write fails.
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let mut calls = 0;
+        *store.shared.before_write.lock().unwrap() = Some(Box::new(move |_| {
+            calls += 1;
+            if calls == 1 {
+                entered_tx.send(()).unwrap();
+                release_rx.lock().unwrap().recv().unwrap();
+            }
+            Err(std::io::Error::other("simulated crash"))
+        }));
+        let put = |name: String| {
+            let store = store.clone();
+            std::thread::spawn(move || store.put(&name, b"lost").is_ok())
+        };
+        let first = put("lost/0".into());
+        entered
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the first write started");
+        let rest: Vec<_> = (1..8).map(|i| put(format!("lost/{i}"))).collect();
+        wait_until_queued(&store, 7);
+        release.send(()).unwrap();
+        let acknowledged: Vec<bool> = std::iter::once(first)
+            .chain(rest)
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(acknowledged, vec![false; 8], "a change was acknowledged");
+        assert!(store.get("lost/0").is_none());
+
+        // Restart: what was acknowledged is there, nothing else.
+        drop(store);
+        let reopened = KeyStore::open(&path, &secret).unwrap();
+        assert_eq!(reopened.names().collect::<Vec<_>>(), vec!["acknowledged"]);
+        assert_eq!(reopened.get("acknowledged"), Some(&b"kept"[..]));
+
+        // And the reopened store takes writes again.
+        let store = reopened.into_shared();
+        store.put("after", b"restart").unwrap();
+        let names = KeyStore::open(&path, &secret).unwrap();
+        assert_eq!(
+            names.names().collect::<Vec<_>>(),
+            vec!["acknowledged", "after"]
+        );
+    }
+
+    #[test]
+    fn a_change_that_alters_nothing_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path, secret) = shared_store(&dir);
+        store
+            .apply(&[("a", b"1"), ("b", b"2")], &["absent"])
+            .unwrap();
+        assert_eq!(store.writes(), 1);
+        store.put("a", b"1").unwrap();
+        store.remove("absent").unwrap();
+        assert_eq!(store.writes(), 1);
+        store.remove("a").unwrap();
+        assert_eq!(store.writes(), 2);
+        assert!(!store.contains("a"));
+        assert_eq!(
+            store.get("b").as_deref().map(Vec::as_slice),
+            Some(&b"2"[..])
+        );
+        assert_eq!(store.names(), vec!["b".to_string()]);
+        assert!(matches!(store.put("", b"x"), Err(KeyStoreError::BadName)));
+        let reopened = KeyStore::open(&path, &secret).unwrap();
+        assert_eq!(reopened.names().collect::<Vec<_>>(), vec!["b"]);
     }
 }

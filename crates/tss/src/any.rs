@@ -6,7 +6,8 @@ use frost_secp256k1_tr::Secp256K1Sha256TR;
 use zeroize::Zeroizing;
 
 use crate::dkg::frost;
-use crate::{Curve, Dkg, Incoming, KeyShare, Outgoing, Party, Sign, Step, TssError};
+use crate::share::Packages;
+use crate::{Curve, Dkg, Incoming, KeyShare, LoadedShare, Outgoing, Party, Sign, Step, TssError};
 
 /// A DKG on a curve chosen at run time. Its output is this party's [`KeyShare`].
 pub enum AnyDkg {
@@ -97,21 +98,29 @@ pub enum AnySign {
 }
 
 impl AnySign {
-    /// See [`Sign::start`].
+    /// See [`Sign::start`]. Parses the share's packages first; a party that signs often
+    /// loads its share once and uses [`AnySign::start_loaded`].
     pub fn start(
         share: &KeyShare,
         signers: &[u16],
         message: &[u8],
     ) -> Result<(Self, Vec<Outgoing>), TssError> {
-        Ok(match share.curve {
-            Curve::Ed25519 => {
-                let (kp, pkp) = share.packages()?;
-                let (s, out) = Sign::start(kp, pkp, signers, message)?;
+        Self::start_loaded(&share.load()?, signers, message)
+    }
+
+    /// See [`Sign::start`].
+    pub fn start_loaded(
+        share: &LoadedShare,
+        signers: &[u16],
+        message: &[u8],
+    ) -> Result<(Self, Vec<Outgoing>), TssError> {
+        Ok(match &share.packages {
+            Packages::Ed25519(kp, pkp) => {
+                let (s, out) = Sign::start(kp.clone(), pkp.clone(), signers, message)?;
                 (AnySign::Ed25519(s), out)
             }
-            Curve::Secp256k1Tr => {
-                let (kp, pkp) = share.packages()?;
-                let (s, out) = Sign::start(kp, pkp, signers, message)?;
+            Packages::Secp256k1Tr(kp, pkp) => {
+                let (s, out) = Sign::start(kp.clone(), pkp.clone(), signers, message)?;
                 (AnySign::Secp256k1Tr(s), out)
             }
         })
@@ -124,15 +133,25 @@ impl AnySign {
         message: &[u8],
         persisted_nonce: &[u8],
     ) -> Result<(Self, Vec<Outgoing>), TssError> {
-        Ok(match share.curve {
-            Curve::Ed25519 => {
-                let (kp, pkp) = share.packages()?;
-                let (s, out) = Sign::resume(kp, pkp, signers, message, persisted_nonce)?;
+        Self::resume_loaded(&share.load()?, signers, message, persisted_nonce)
+    }
+
+    /// See [`Sign::resume`] and the nonce rules in [`crate::sign`].
+    pub fn resume_loaded(
+        share: &LoadedShare,
+        signers: &[u16],
+        message: &[u8],
+        persisted_nonce: &[u8],
+    ) -> Result<(Self, Vec<Outgoing>), TssError> {
+        Ok(match &share.packages {
+            Packages::Ed25519(kp, pkp) => {
+                let (s, out) =
+                    Sign::resume(kp.clone(), pkp.clone(), signers, message, persisted_nonce)?;
                 (AnySign::Ed25519(s), out)
             }
-            Curve::Secp256k1Tr => {
-                let (kp, pkp) = share.packages()?;
-                let (s, out) = Sign::resume(kp, pkp, signers, message, persisted_nonce)?;
+            Packages::Secp256k1Tr(kp, pkp) => {
+                let (s, out) =
+                    Sign::resume(kp.clone(), pkp.clone(), signers, message, persisted_nonce)?;
                 (AnySign::Secp256k1Tr(s), out)
             }
         })
@@ -149,6 +168,14 @@ impl AnySign {
         match self {
             AnySign::Ed25519(s) => s.index(),
             AnySign::Secp256k1Tr(s) => s.index(),
+        }
+    }
+
+    /// See [`Sign::holds_nonce`].
+    pub fn holds_nonce(&self) -> bool {
+        match self {
+            AnySign::Ed25519(s) => s.holds_nonce(),
+            AnySign::Secp256k1Tr(s) => s.holds_nonce(),
         }
     }
 

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::{AnyDkg, AnySign, Curve, Incoming, KeyShare, Outgoing, Party, Step, TssError};
+use crate::{
+    AnyDkg, AnySign, Curve, Incoming, KeyShare, LoadedShare, Outgoing, Party, Step, TssError,
+};
 
 /// One message on its way from one party to another.
 #[derive(Clone, Debug)]
@@ -144,19 +146,35 @@ pub fn run_dkg(curve: Curve, n: u16, threshold: u16) -> Result<Vec<KeyShare>, Ru
 }
 
 /// Signs `message` in memory with the given shares (their holders are the signers); returns
-/// the signature after checking every signer aggregated the same one.
+/// the signature after checking every signer aggregated the same one. Parses the shares
+/// first; [`run_sign_loaded`] starts from shares loaded once.
 pub fn run_sign(shares: &[KeyShare], message: &[u8]) -> Result<Vec<u8>, RunError> {
-    let signers: Vec<u16> = shares.iter().map(|s| s.index).collect();
+    let loaded = shares
+        .iter()
+        .map(|s| {
+            s.load().map_err(|error| RunError::Start {
+                party: s.index,
+                error,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    run_sign_loaded(&loaded, message)
+}
+
+/// [`run_sign`] with shares already loaded ([`KeyShare::load`]), as a party that keeps its
+/// share in memory signs.
+pub fn run_sign_loaded(shares: &[LoadedShare], message: &[u8]) -> Result<Vec<u8>, RunError> {
+    let signers: Vec<u16> = shares.iter().map(|s| s.index()).collect();
     let mut parties = Vec::with_capacity(shares.len());
     let mut first = Vec::with_capacity(shares.len());
     for share in shares {
         let (party, out) =
-            AnySign::start(share, &signers, message).map_err(|error| RunError::Start {
-                party: share.index,
+            AnySign::start_loaded(share, &signers, message).map_err(|error| RunError::Start {
+                party: share.index(),
                 error,
             })?;
         parties.push(party);
-        first.push((share.index, out));
+        first.push((share.index(), out));
     }
     let signatures = drive(&mut parties, first, Schedule::Fifo, |_| {})?;
     let mut all = signatures.into_values();
@@ -197,4 +215,65 @@ pub fn run_dkg_and_sign(
         signature,
         shares,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// CPU time this thread has run, in ns (`/proc/thread-self/schedstat`), if readable.
+    fn thread_cpu_ns() -> Option<u64> {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// Runs `sign` `count` times on this thread; prints CPU and wall time per signing.
+    fn measure(label: &str, count: u32, mut sign: impl FnMut(&[u8])) {
+        for i in 0..10u32 {
+            sign(&i.to_be_bytes()); // warm-up
+        }
+        let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
+        for i in 0..count {
+            sign(format!("bench message {i}").as_bytes());
+        }
+        let wall = wall0.elapsed();
+        let per = |ns: f64| ns / 1000.0 / f64::from(count);
+        let cpu = match (cpu0, thread_cpu_ns()) {
+            (Some(a), Some(b)) => format!("{:.1} µs CPU", per((b - a) as f64)),
+            _ => "CPU time unavailable".into(),
+        };
+        println!(
+            "{label}: {count} signings, {cpu}, {:.1} µs wall per signing",
+            per(wall.as_nanos() as f64)
+        );
+    }
+
+    /// The CPU cost of one in-process 2-of-3 Ed25519 signing (both signers' work), on one
+    /// thread: from stored shares (`run_sign`, which parses them) and from shares loaded once
+    /// (`run_sign_loaded`). A measurement, not a test: it prints and asserts nothing about
+    /// time. Run in release (see "In-process FROST cost" in BENCHMARKS.md):
+    /// `cargo test --release -p cohort-tss --lib -- --ignored --nocapture signing_cost`;
+    /// `COHORT_SIGNINGS` sets the count (default 2000).
+    #[test]
+    #[ignore = "measurement; run in release with --ignored --nocapture"]
+    fn signing_cost() {
+        let count: u32 = std::env::var("COHORT_SIGNINGS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2000);
+        let shares = run_dkg(Curve::Ed25519, 3, 2).unwrap();
+        let signing = &shares[..2];
+        let loaded: Vec<LoadedShare> = signing.iter().map(|s| s.load().unwrap()).collect();
+        measure("2-of-3 ed25519, run_sign (parses the shares)", count, |m| {
+            run_sign(signing, m).unwrap();
+        });
+        measure("2-of-3 ed25519, run_sign_loaded", count, |m| {
+            run_sign_loaded(&loaded, m).unwrap();
+        });
+    }
 }

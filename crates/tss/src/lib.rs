@@ -51,7 +51,7 @@ pub mod sign;
 pub use any::{AnyDkg, AnySign};
 pub use curve::{bip340_public_key, verify_signature, Curve, CurveSuite, UnknownCurve};
 pub use dkg::{Dkg, DkgOutput};
-pub use share::KeyShare;
+pub use share::{KeyShare, LoadedShare};
 pub use sign::Sign;
 
 pub use frost_core;

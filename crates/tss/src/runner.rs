@@ -14,6 +14,9 @@
 //!   restarts with the marker and no nonce aborts: it never signs twice with one nonce;
 //! - `share/<group public key hex>`: the key share.
 //!
+//! Every change waits until it is on disk; concurrent sessions' changes share one rewrite and
+//! fsync of the store ([`SharedKeyStore`]'s group commit).
+//!
 //! Protocol messages are acknowledged only when the session is over, so after a restart the
 //! relay hands the party everything again and the machine is rebuilt by replay.
 
@@ -21,13 +24,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cohort_client::{Client, ClientError, CreateSession, SecureSession};
+use cohort_client::{Client, ClientError, CreateSession, SecureSession, SessionEvent};
 use cohort_crypto::identity::IdentityKey;
-use cohort_crypto::keystore::KeyStore;
+use cohort_crypto::keystore::{KeyStore, SharedKeyStore};
 use rand::RngCore;
+use zeroize::Zeroizing;
 
 use crate::descriptor::{message_hash, Descriptor, DescriptorError, Purpose};
-use crate::{AnyDkg, AnySign, Curve, Incoming, KeyShare, Outgoing, Step, TssError};
+use crate::{AnyDkg, AnySign, Curve, Incoming, KeyShare, LoadedShare, Outgoing, Step, TssError};
 
 /// How a session run ended badly. `culprit` names the party at fault when one is known.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +99,9 @@ impl Machine {
 #[derive(Clone)]
 pub struct PartyNode {
     client: Client,
-    keys: Arc<Mutex<KeyStore>>,
+    keys: SharedKeyStore,
+    /// Key shares parsed once, by group public key: parsing one checks every point it holds.
+    loaded: Arc<Mutex<HashMap<Vec<u8>, LoadedShare>>>,
     trusted: Arc<Vec<[u8; 32]>>,
     /// Sessions with a run in progress here, so a resumed session and its redelivered
     /// event never run twice at once.
@@ -110,7 +116,8 @@ impl PartyNode {
     pub fn new(client: Client, keys: KeyStore, trusted_coordinators: Vec<[u8; 32]>) -> Self {
         PartyNode {
             client,
-            keys: Arc::new(Mutex::new(keys)),
+            keys: keys.into_shared(),
+            loaded: Arc::default(),
             trusted: Arc::new(trusted_coordinators),
             active: Arc::default(),
         }
@@ -120,25 +127,40 @@ impl PartyNode {
         &self.client
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, KeyStore> {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    /// How many fsync'd rewrites of the key store this node has made (one per group of
+    /// concurrent changes).
+    pub fn key_store_writes(&self) -> u64 {
+        self.keys.writes()
     }
 
-    fn put(&self, name: &str, value: &[u8]) -> Result<(), RunError> {
-        self.store()
-            .put(name, value)
-            .map_err(|e| RunError::KeyStore(e.to_string()))
+    async fn put(&self, name: &str, value: &[u8]) -> Result<(), RunError> {
+        self.change(&[(name, value)], &[]).await
     }
 
-    /// Several key store changes in one fsync'd write.
-    fn change(&self, puts: &[(&str, &[u8])], removes: &[&str]) -> Result<(), RunError> {
-        self.store()
-            .apply(puts, removes)
-            .map_err(|e| RunError::KeyStore(e.to_string()))
+    /// Key store changes made together; returns once they are on disk. The write (and the
+    /// wait for it) runs on the blocking pool; concurrent sessions' changes share one write.
+    async fn change(&self, puts: &[(&str, &[u8])], removes: &[&str]) -> Result<(), RunError> {
+        let keys = self.keys.clone();
+        let puts: Vec<(String, Zeroizing<Vec<u8>>)> = puts
+            .iter()
+            .map(|(n, v)| (n.to_string(), Zeroizing::new(v.to_vec())))
+            .collect();
+        let removes: Vec<String> = removes.iter().map(|n| n.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let puts: Vec<(&str, &[u8])> = puts
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            let removes: Vec<&str> = removes.iter().map(String::as_str).collect();
+            keys.apply(&puts, &removes)
+        })
+        .await
+        .map_err(|e| RunError::KeyStore(format!("key store write did not finish: {e}")))?
+        .map_err(|e| RunError::KeyStore(e.to_string()))
     }
 
-    fn get(&self, name: &str) -> Option<Vec<u8>> {
-        self.store().get(name).map(<[u8]>::to_vec)
+    fn get(&self, name: &str) -> Option<Zeroizing<Vec<u8>>> {
+        self.keys.get(name)
     }
 
     /// The key share this party holds for `group_public_key`, if any.
@@ -147,15 +169,30 @@ impl PartyNode {
         KeyShare::from_bytes(&bytes).ok()
     }
 
+    /// The share for `group_public_key`, parsed once per key and kept in memory (a share,
+    /// once made, never changes).
+    fn loaded_share(&self, group_public_key: &[u8]) -> Option<LoadedShare> {
+        let cache = || self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = cache().get(group_public_key) {
+            return Some(l.clone());
+        }
+        let l = self.share(group_public_key)?.load().ok()?;
+        cache().insert(group_public_key.to_vec(), l.clone());
+        Some(l)
+    }
+
     /// Sessions this party was running when it stopped: (session id, join token).
     pub fn unfinished_sessions(&self) -> Vec<(String, String)> {
-        let store = self.store();
-        store
+        self.keys
             .names()
+            .iter()
             .filter_map(|n| n.strip_prefix("session/"))
             .filter_map(|sid| {
-                let token = store.get(&format!("session/{sid}"))?;
-                Some((sid.to_string(), String::from_utf8_lossy(token).into_owned()))
+                let token = self.get(&format!("session/{sid}"))?;
+                Some((
+                    sid.to_string(),
+                    String::from_utf8_lossy(&token).into_owned(),
+                ))
             })
             .collect()
     }
@@ -171,21 +208,45 @@ impl PartyNode {
             self.spawn_session(sid, token);
         }
         let mut events = self.client.session_events(&["session_created"]);
+        // Each event is taken in a task of its own, so sessions created together store their
+        // tokens in one key-store write instead of queueing here one behind the other. A
+        // key-store failure still stops the party.
+        let mut taking = tokio::task::JoinSet::new();
         loop {
-            let ev = tokio::select! {
-                ev = events.next_event() => ev?,
-                _ = stop.wait_for(|s| *s) => return Ok(()),
-            };
-            if let Some(token) = &ev.join_token {
-                // Store the token before acknowledging the event: from then on a restart
-                // resumes the session from the key store, not from the event.
-                self.put(&format!("session/{}", ev.session_id), token.as_bytes())?;
-                if let Err(e) = self.client.ack_event(&ev).await {
-                    tracing::warn!(session = %ev.session_id, error = %e, "could not acknowledge the event");
+            tokio::select! {
+                ev = events.next_event() => {
+                    let ev = ev?;
+                    if let Some(token) = ev.join_token.clone() {
+                        let me = self.clone();
+                        taking.spawn(async move { me.take_event(ev, token).await });
+                    }
                 }
-                self.spawn_session(ev.session_id.clone(), token.clone());
+                Some(taken) = taking.join_next() => {
+                    taken.map_err(|e| RunError::Failed {
+                        session: String::new(),
+                        reason: format!("taking a session_created event: {e}"),
+                        culprit: None,
+                    })??;
+                }
+                _ = stop.wait_for(|s| *s) => return Ok(()),
             }
         }
+    }
+
+    /// Stores a new session's join token, acknowledges its event, and runs it.
+    async fn take_event(&self, ev: SessionEvent, token: String) -> Result<(), RunError> {
+        // The token is stored before the event is acknowledged: from then on a restart
+        // resumes the session from the key store, not from the event.
+        self.put(&format!("session/{}", ev.session_id), token.as_bytes())
+            .await?;
+        // The run does not wait for the acknowledgement. Should that be lost, the event comes
+        // again: a session still running is not started twice, and the relay refuses the
+        // join of one that is over.
+        self.spawn_session(ev.session_id.clone(), token);
+        if let Err(e) = self.client.ack_event(&ev).await {
+            tracing::warn!(session = %ev.session_id, error = %e, "could not acknowledge the event");
+        }
+        Ok(())
     }
 
     fn spawn_session(&self, sid: String, token: String) {
@@ -241,7 +302,7 @@ impl PartyNode {
         {
             tracing::warn!(session = %sid, error = %e, "could not report the failure");
         }
-        self.forget(sid);
+        self.forget(sid).await;
         Err(RunError::Failed {
             session: sid.to_string(),
             reason,
@@ -252,13 +313,13 @@ impl PartyNode {
     /// Drops what this party kept for session `sid` once it is over: the join token (so a
     /// restart does not resume it) and the secrets no later run can use (DKG seed, unused
     /// nonce, "signed" marker).
-    fn forget(&self, sid: &str) {
+    async fn forget(&self, sid: &str) {
         let names: Vec<String> = ["session", "seed", "nonce", "signed"]
             .iter()
             .map(|kind| format!("{kind}/{sid}"))
             .collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        if let Err(e) = self.change(&[], &names) {
+        if let Err(e) = self.change(&[], &names).await {
             tracing::warn!(session = %sid, error = %e, "could not forget the session's key store entries");
         }
     }
@@ -297,7 +358,7 @@ impl PartyNode {
             // FAILED_PRECONDITION from a party's call means the session is closed (failed or
             // expired, perhaps while this party was down): nothing of it can be resumed.
             Err(RunError::Relay(e)) if e.is_session_closed() => {
-                self.forget(session_id);
+                self.forget(session_id).await;
                 Err(closed_elsewhere(session_id, &e))
             }
             other => other,
@@ -311,9 +372,17 @@ impl PartyNode {
     ) -> Result<(Outcome, Traffic), RunError> {
         let sid = session_id.to_string();
         let me = self.client.party_id().to_string();
-        self.put(&format!("session/{sid}"), join_token.as_bytes())?;
-        let join = self.client.join(&sid, join_token).await?;
-        let summary = self.client.session(&sid).await?;
+        // `serve` stored the token before acknowledging the event; store it only when the
+        // caller came another way.
+        let token_name = format!("session/{sid}");
+        if self.get(&token_name).as_deref().map(Vec::as_slice) != Some(join_token.as_bytes()) {
+            self.put(&token_name, join_token.as_bytes()).await?;
+        }
+        // The descriptor comes with GetSession, not with the join: ask for both at once.
+        let (join, summary) = tokio::try_join!(
+            self.client.join(&sid, join_token),
+            self.client.session(&sid)
+        )?;
         let mut parties = join.parties.clone();
         parties.sort_by_key(|p| p.1);
         let names: Vec<String> = parties.iter().map(|p| p.0.clone()).collect();
@@ -346,12 +415,15 @@ impl PartyNode {
         let (mut machine, first, index_of) = match &descriptor.purpose {
             Purpose::Keygen { curve } => {
                 let seed_name = format!("seed/{sid}");
-                let seed: [u8; 32] = match self.get(&seed_name).and_then(|s| s.try_into().ok()) {
+                let stored = self
+                    .get(&seed_name)
+                    .and_then(|s| <[u8; 32]>::try_from(&s[..]).ok());
+                let seed: [u8; 32] = match stored {
                     Some(s) => s,
                     None => {
                         let mut s = [0u8; 32];
                         rand::rngs::OsRng.fill_bytes(&mut s);
-                        self.put(&seed_name, &s)?;
+                        self.put(&seed_name, &s).await?;
                         s
                     }
                 };
@@ -374,7 +446,7 @@ impl PartyNode {
                 description,
                 signers,
             } => {
-                let Some(share) = self.share(group_public_key) else {
+                let Some(share) = self.loaded_share(group_public_key) else {
                     return self
                         .fail(
                             &sid,
@@ -384,7 +456,7 @@ impl PartyNode {
                         .await;
                 };
                 let mine = signers.iter().find(|(p, _)| p == &me).map(|(_, i)| *i);
-                if share.curve != *curve || mine != Some(share.index) {
+                if share.curve() != *curve || mine != Some(share.index()) {
                     return self
                         .fail(
                             &sid,
@@ -401,7 +473,7 @@ impl PartyNode {
                     key = %hex_of(group_public_key),
                     "signing as the coordinator asked"
                 );
-                if self.get(&format!("signed/{sid}")).is_some() {
+                if self.keys.contains(&format!("signed/{sid}")) {
                     return self
                         .fail(
                             &sid,
@@ -413,8 +485,8 @@ impl PartyNode {
                 let indices: Vec<u16> = signers.iter().map(|(_, i)| *i).collect();
                 let nonce_name = format!("nonce/{sid}");
                 let started = match self.get(&nonce_name) {
-                    Some(nonce) => AnySign::resume(&share, &indices, message_hash, &nonce),
-                    None => AnySign::start(&share, &indices, message_hash),
+                    Some(nonce) => AnySign::resume_loaded(&share, &indices, message_hash, &nonce),
+                    None => AnySign::start_loaded(&share, &indices, message_hash),
                 };
                 let (m, out) = match started {
                     Ok(x) => x,
@@ -424,10 +496,6 @@ impl PartyNode {
                             .await
                     }
                 };
-                // The nonce is on disk before the commitment that binds it leaves this party.
-                if let Ok(Some(n)) = m.nonce_bytes() {
-                    self.put(&nonce_name, &n)?;
-                }
                 let index_of: HashMap<String, u16> = signers.iter().cloned().collect();
                 (Machine::Sign(Box::new(m)), out, index_of)
             }
@@ -436,10 +504,30 @@ impl PartyNode {
             index_of.iter().map(|(p, i)| (*i, p.clone())).collect();
 
         let mut sec = self.client.secure_session(&sid)?;
-        self.client.ready(&sid).await?;
+        if let Machine::Sign(m) = &machine {
+            // The nonce is on disk before the commitment that binds it leaves this party.
+            // While it is written, fetch the peers' keys the first messages will need.
+            let nonce_name = format!("nonce/{sid}");
+            let nonce = m
+                .nonce_bytes()
+                .map_err(|e| RunError::KeyStore(format!("cannot encode the nonce: {e}")))?;
+            if let Some(n) = nonce.filter(|n| self.get(&nonce_name).as_ref() != Some(n)) {
+                let persist = self.put(&nonce_name, &n);
+                tokio::pin!(persist);
+                let others: Vec<&String> = index_of.keys().filter(|p| **p != me).collect();
+                tokio::select! {
+                    r = &mut persist => r?,
+                    () = warm_peer_keys(&mut sec, &others) => persist.await?,
+                }
+            }
+        }
+        // Nothing in the protocol waits for MarkPartyReady: it goes out with the first
+        // messages, not before them.
         let mut traffic = Traffic::default();
-        self.send_all(&mut sec, &party_of, first, &mut traffic)
-            .await?;
+        let (_, ()) = tokio::try_join!(
+            async { Ok::<_, RunError>(self.client.ready(&sid).await?) },
+            self.send_all(&mut sec, &party_of, first, &mut traffic),
+        )?;
         let mut received = Vec::new();
         let finished = loop {
             let opened = match sec.recv_opened().await {
@@ -452,7 +540,7 @@ impl PartyNode {
                     return self.fail(&sid, reason, Some(r.culprit.clone())).await;
                 }
                 Err(e) if e.is_session_closed() => {
-                    self.forget(&sid);
+                    self.forget(&sid).await;
                     return Err(closed_elsewhere(&sid, &e));
                 }
                 Err(e) => return Err(e.into()),
@@ -482,8 +570,9 @@ impl PartyNode {
             if let Machine::Sign(s) = &machine {
                 // Shares made: mark it, then forget the nonce, before the shares leave.
                 let nonce_name = format!("nonce/{sid}");
-                if matches!(s.nonce_bytes(), Ok(None)) && self.get(&nonce_name).is_some() {
-                    self.change(&[(&format!("signed/{sid}"), b"1")], &[&nonce_name])?;
+                if !s.holds_nonce() && self.keys.contains(&nonce_name) {
+                    self.change(&[(&format!("signed/{sid}"), b"1")], &[&nonce_name])
+                        .await?;
                 }
             }
             match step {
@@ -509,7 +598,7 @@ impl PartyNode {
                     .map_err(|e| RunError::KeyStore(e.to_string()))?;
                 // The seed stays until the session record goes (below): a party that stops
                 // before its report is in replays the same DKG, never a new one.
-                self.put(&format!("share/{}", hex_of(&gpk)), &bytes)?;
+                self.put(&format!("share/{}", hex_of(&gpk)), &bytes).await?;
                 self.client.report_completion(&sid, &gpk, &[]).await?;
                 Outcome::Keygen {
                     group_public_key: gpk,
@@ -541,8 +630,20 @@ impl PartyNode {
                 &format!("seed/{sid}"),
                 &format!("signed/{sid}"),
             ],
-        )?;
+        )
+        .await?;
         Ok((outcome, traffic))
+    }
+}
+
+/// Fetches (and caches in `sec`) the verified keys of `peers`; a failure is left for the
+/// send or receive that needs the key to report.
+async fn warm_peer_keys(sec: &mut SecureSession, peers: &[&String]) {
+    for p in peers {
+        if let Err(e) = sec.peer(p).await {
+            tracing::debug!(session = %sec.session_id(), peer = %p, error = %e, "peer keys not fetched ahead");
+            return;
+        }
     }
 }
 
@@ -572,6 +673,34 @@ fn closed_elsewhere(sid: &str, e: &ClientError) -> RunError {
 pub struct Coordinator {
     client: Client,
     key: IdentityKey,
+    /// What each key's keygen said (holders, t, curve), by group public key: a completed
+    /// keygen never changes, so it is looked up at the relay once, not at every signing.
+    keys: Mutex<HashMap<Vec<u8>, KeyInfo>>,
+}
+
+/// A key's holders with their indices, its threshold and its curve.
+type KeyInfo = (Vec<(String, u16)>, u16, Curve);
+
+/// What a completed keygen session says about the key it made.
+fn key_info_of(s: &cohort_client::SessionSummary) -> Option<KeyInfo> {
+    if s.session_type != "keygen" || s.status != "completed" {
+        return None;
+    }
+    let curve = match Descriptor::from_bytes(&s.descriptor).map(|d| d.purpose) {
+        Ok(Purpose::Keygen { curve }) => curve,
+        _ => return None,
+    };
+    let parties = s
+        .participants
+        .iter()
+        .map(|p| {
+            (
+                p.party_id.clone(),
+                u16::try_from(p.party_index).unwrap_or(0),
+            )
+        })
+        .collect();
+    Some((parties, u16::try_from(s.threshold_t).unwrap_or(0), curve))
 }
 
 /// A finished keygen.
@@ -594,7 +723,15 @@ pub struct SignResult {
 impl Coordinator {
     /// `key` must be the identity key `client` logged in with, listed as a coordinator key.
     pub fn new(client: Client, key: IdentityKey) -> Self {
-        Coordinator { client, key }
+        Coordinator {
+            client,
+            key,
+            keys: Mutex::default(),
+        }
+    }
+
+    fn known_keys(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, KeyInfo>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn client(&self) -> &Client {
@@ -628,6 +765,9 @@ impl Coordinator {
             nonce: Self::nonce(),
         };
         let (session_id, s) = self.run(d, "keygen", Vec::new(), timeout).await?;
+        if let Some(info) = key_info_of(&s) {
+            self.known_keys().insert(s.public_key.clone(), info);
+        }
         Ok(KeygenResult {
             session_id,
             group_public_key: s.public_key,
@@ -636,35 +776,27 @@ impl Coordinator {
     }
 
     /// Finds the completed keygen that made `group_public_key`: its parties by index, t, curve.
+    /// Asks the relay once per key (a listing of completed sessions); then from memory.
     pub async fn key_info(
         &self,
         group_public_key: &[u8],
     ) -> Result<(Vec<(String, u16)>, u16, Curve), RunError> {
+        if let Some(info) = self.known_keys().get(group_public_key) {
+            return Ok(info.clone());
+        }
         let sessions = self.client.list_sessions(Some("completed"), 10_000).await?;
-        let not_found = || RunError::Failed {
-            session: String::new(),
-            reason: format!("no completed keygen made key {}", hex_of(group_public_key)),
-            culprit: None,
-        };
-        let s = sessions
-            .into_iter()
-            .find(|s| s.session_type == "keygen" && s.public_key == group_public_key)
-            .ok_or_else(not_found)?;
-        let curve = match Descriptor::from_bytes(&s.descriptor).map(|d| d.purpose) {
-            Ok(Purpose::Keygen { curve }) => curve,
-            _ => return Err(not_found()),
-        };
-        let parties = s
-            .participants
+        let info = sessions
             .iter()
-            .map(|p| {
-                (
-                    p.party_id.clone(),
-                    u16::try_from(p.party_index).unwrap_or(0),
-                )
-            })
-            .collect();
-        Ok((parties, u16::try_from(s.threshold_t).unwrap_or(0), curve))
+            .filter(|s| s.public_key == group_public_key)
+            .find_map(key_info_of)
+            .ok_or_else(|| RunError::Failed {
+                session: String::new(),
+                reason: format!("no completed keygen made key {}", hex_of(group_public_key)),
+                culprit: None,
+            })?;
+        self.known_keys()
+            .insert(group_public_key.to_vec(), info.clone());
+        Ok(info)
     }
 
     /// Signs `message` (its SHA-256) with the key `group_public_key`. `signers` defaults to

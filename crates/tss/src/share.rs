@@ -2,6 +2,8 @@
 
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
 use frost_core::Ciphersuite;
+use frost_ed25519::Ed25519Sha512;
+use frost_secp256k1_tr::Secp256K1Sha256TR;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -48,18 +50,31 @@ impl KeyShare {
                     TssError::InvalidParameters(format!("stored key share is damaged: {e}"))
                 })?;
                 // Parse the packages now, so a damaged share fails here and not mid-signing.
-                match share.curve {
-                    Curve::Ed25519 => drop(share.packages::<frost_ed25519::Ed25519Sha512>()?),
-                    Curve::Secp256k1Tr => {
-                        drop(share.packages::<frost_secp256k1_tr::Secp256K1Sha256TR>()?)
-                    }
-                }
+                drop(share.load()?);
                 Ok(share)
             }
             _ => Err(TssError::InvalidParameters(
                 "stored key share has an unknown format version".into(),
             )),
         }
+    }
+
+    /// The share with its packages parsed, ready to sign with (see [`LoadedShare`]).
+    pub fn load(&self) -> Result<LoadedShare, TssError> {
+        let packages = match self.curve {
+            Curve::Ed25519 => {
+                let (k, p) = self.packages::<Ed25519Sha512>()?;
+                Packages::Ed25519(k, p)
+            }
+            Curve::Secp256k1Tr => {
+                let (k, p) = self.packages::<Secp256K1Sha256TR>()?;
+                Packages::Secp256k1Tr(k, p)
+            }
+        };
+        Ok(LoadedShare {
+            index: self.index,
+            packages,
+        })
     }
 
     /// The group's public key (`VerifyingKey::serialize()`), equal across all shares of a key.
@@ -88,6 +103,49 @@ impl KeyShare {
         let public_key_package = PublicKeyPackage::<C>::deserialize(&self.public_key_package)
             .map_err(|e| TssError::InvalidParameters(format!("public key package: {e}")))?;
         Ok((key_package, public_key_package))
+    }
+}
+
+/// A [`KeyShare`] with its frost packages parsed, ready to sign with. Parsing checks every
+/// point the packages hold (on Ed25519 a subgroup check, about the cost of a scalar
+/// multiplication, for each of the n + 3 points), so a party that signs often loads its share
+/// once and starts each signing from this ([`crate::AnySign::start_loaded`]).
+#[derive(Clone)]
+pub struct LoadedShare {
+    index: u16,
+    pub(crate) packages: Packages,
+}
+
+#[derive(Clone)]
+pub(crate) enum Packages {
+    Ed25519(KeyPackage<Ed25519Sha512>, PublicKeyPackage<Ed25519Sha512>),
+    Secp256k1Tr(
+        KeyPackage<Secp256K1Sha256TR>,
+        PublicKeyPackage<Secp256K1Sha256TR>,
+    ),
+}
+
+impl LoadedShare {
+    pub fn curve(&self) -> Curve {
+        match self.packages {
+            Packages::Ed25519(..) => Curve::Ed25519,
+            Packages::Secp256k1Tr(..) => Curve::Secp256k1Tr,
+        }
+    }
+
+    /// This party's index (1-based).
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+}
+
+impl std::fmt::Debug for LoadedShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedShare")
+            .field("curve", &self.curve())
+            .field("index", &self.index)
+            .field("packages", &"<redacted>")
+            .finish()
     }
 }
 

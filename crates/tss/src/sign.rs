@@ -53,7 +53,9 @@ pub struct Sign<C: Ciphersuite> {
     key_package: KeyPackage<C>,
     public_key_package: PublicKeyPackage<C>,
     message: Vec<u8>,
-    my_commitments: Vec<u8>,
+    /// Kept parsed as well as serialized: parsing a point costs a subgroup check.
+    my_commitments: SigningCommitments<C>,
+    my_commitments_bytes: Vec<u8>,
     nonces: Option<SigningNonces<C>>,
     inbox: Inbox,
     phase: Phase<C>,
@@ -152,13 +154,13 @@ impl<C: Ciphersuite> Sign<C> {
             .ok_or_else(|| {
                 TssError::InvalidParameters("this party is not among the signers".into())
             })?;
-        let my_commitments = commitments.serialize().map_err(frost)?;
+        let my_commitments_bytes = commitments.serialize().map_err(frost)?;
         let others = sorted.iter().copied().filter(|&i| i != me).collect();
         let out = vec![Outgoing {
             to: None,
             round: COMMITMENTS,
             message_type: COMMITMENTS_TYPE,
-            body: my_commitments.clone(),
+            body: my_commitments_bytes.clone(),
         }];
         let sign = Sign {
             me,
@@ -168,7 +170,8 @@ impl<C: Ciphersuite> Sign<C> {
             key_package,
             public_key_package,
             message: message.to_vec(),
-            my_commitments,
+            my_commitments: commitments,
+            my_commitments_bytes,
             nonces: Some(nonces),
             inbox: Inbox::default(),
             phase: Phase::AwaitCommitments,
@@ -182,6 +185,11 @@ impl<C: Ciphersuite> Sign<C> {
 
     pub fn signers(&self) -> &[u16] {
         &self.signers
+    }
+
+    /// Whether the round-1 nonce is still unused (the shares are not made yet).
+    pub fn holds_nonce(&self) -> bool {
+        self.nonces.is_some()
     }
 
     /// The round-1 nonce to persist before sending the commitments, or `None` once it has
@@ -226,11 +234,8 @@ impl<C: Ciphersuite> Sign<C> {
                 Phase::AwaitCommitments => {
                     let mut commitments = BTreeMap::new();
                     let mut bodies = BTreeMap::new();
-                    commitments.insert(
-                        identifier::<C>(self.me)?,
-                        SigningCommitments::deserialize(&self.my_commitments).map_err(frost)?,
-                    );
-                    bodies.insert(self.me, self.my_commitments.as_slice());
+                    commitments.insert(identifier::<C>(self.me)?, self.my_commitments);
+                    bodies.insert(self.me, self.my_commitments_bytes.as_slice());
                     for &from in &self.others {
                         let body = self.inbox.get(COMMITMENTS, from).unwrap_or_default();
                         let c = SigningCommitments::<C>::deserialize(body)
@@ -290,13 +295,12 @@ impl<C: Ciphersuite> Sign<C> {
                             .map_err(|e| malformed(SHARES, from, e))?;
                         shares.insert(identifier::<C>(from)?, share);
                     }
+                    // `aggregate` verifies the signature under the group key before returning
+                    // it (and looks for the bad share when it does not verify), so it is not
+                    // verified again here: that would cost two more scalar multiplications.
                     let signature =
                         frost_core::aggregate(&signing_package, &shares, &self.public_key_package)
                             .map_err(|e| self.blame(e))?;
-                    self.public_key_package
-                        .verifying_key()
-                        .verify(&self.message, &signature)
-                        .map_err(|_| TssError::BadSignature)?;
                     self.phase = Phase::Finished;
                     return Ok(Some(signature));
                 }
@@ -306,10 +310,14 @@ impl<C: Ciphersuite> Sign<C> {
     }
 
     fn blame(&self, e: FrostError<C>) -> TssError {
-        if let FrostError::InvalidSignatureShare { culprits } = &e {
-            if let Some(c) = culprits.iter().find_map(|id| self.by_identifier.get(id)) {
-                return TssError::BadShare { culprit: *c };
+        match &e {
+            FrostError::InvalidSignatureShare { culprits } => {
+                if let Some(c) = culprits.iter().find_map(|id| self.by_identifier.get(id)) {
+                    return TssError::BadShare { culprit: *c };
+                }
             }
+            FrostError::InvalidSignature => return TssError::BadSignature,
+            _ => {}
         }
         frost(e)
     }

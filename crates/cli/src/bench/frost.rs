@@ -13,6 +13,7 @@ use serde_json::json;
 use super::probe::new_histogram;
 use super::relay_proc::Target;
 use super::report::{self, Latency, Table};
+use super::route::{cpu_between, own_usage};
 use super::{Durability, OutputOpts, RelayOpts};
 use crate::threshold::{connect_party, COORDINATOR_ID};
 
@@ -175,6 +176,9 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
         .map_err(|e| format!("keygen before the signing bench failed: {e}"))?;
     let signers: Vec<String> = f.names[..usize::from(a.t)].to_vec();
     let cpu_before = f.target.usage();
+    let bench_before = own_usage();
+    let key_store_writes = || f.nodes.iter().map(|n| n.key_store_writes()).sum::<u64>();
+    let writes_before = key_store_writes();
 
     let pb = report::bar(Some(a.sessions as u64), "signing sessions");
     let latencies = Arc::new(std::sync::Mutex::new(new_histogram()));
@@ -228,20 +232,29 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
     let relay_wall = start.elapsed();
     pb.finish_and_clear();
     let cpu_after = f.target.usage();
+    let bench_cpu = cpu_between(bench_before, own_usage());
+    let writes_per_session = (key_store_writes() - writes_before) as f64 / a.sessions as f64;
     let _ = stop.send(true);
     for t in tasks {
         let _ = t.await;
     }
 
     // The same FROST work with in-process channels: one key, `sessions` signings, on as
-    // many threads as there are cores.
+    // many threads as there are cores, from shares loaded once (as the party nodes keep
+    // theirs).
     let shares = inprocess::run_dkg(a.curve, a.n, a.t).map_err(|e| e.to_string())?;
-    let signing = &shares[..usize::from(a.t)];
+    let signing = shares[..usize::from(a.t)]
+        .iter()
+        .map(|s| s.load())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let local_before = own_usage();
     let local_wall = parallel_blocking(a.sessions, cores(), |i| {
-        inprocess::run_sign(signing, format!("bench message {i}").as_bytes())
+        inprocess::run_sign_loaded(&signing, format!("bench message {i}").as_bytes())
             .map(|_| ())
             .map_err(|e| e.to_string())
     })?;
+    let local_cpu = cpu_between(local_before, own_usage());
 
     if let Some(p) = &a.output.plot {
         let hist = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -262,6 +275,10 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
         (Some(b), Some(a2)) => Some(a2.cpu_s - b.cpu_s),
         _ => None,
     };
+    let per_session_ms = |cpu: Option<f64>| {
+        cpu.map(|c| format!("{:.2}", c * 1000.0 / a.sessions as f64))
+            .unwrap_or_else(|| "-".into())
+    };
     let mut table = Table::new(
         format!(
             "sign: {}-of-{} {} FROST, {} sessions, {} in flight; {}",
@@ -272,16 +289,22 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
             a.concurrency,
             f.target.describe()
         ),
-        &["path", "sessions/s", "p50", "p99", "relay CPU ms/session"],
+        &[
+            "path",
+            "sessions/s",
+            "p50",
+            "p99",
+            "relay CPU ms/session",
+            "bench CPU ms/session",
+        ],
     );
     table.row(vec![
         "through the relay".into(),
         report::rate(relay_rate),
         report::ms(lat.p50_us),
         report::ms(lat.p99_us),
-        relay_cpu
-            .map(|c| format!("{:.2}", c * 1000.0 / a.sessions as f64))
-            .unwrap_or_else(|| "-".into()),
+        per_session_ms(relay_cpu),
+        per_session_ms(bench_cpu),
     ]);
     table.row(vec![
         format!("in process ({} threads)", cores()),
@@ -289,16 +312,23 @@ pub async fn sign(a: SignArgs) -> Result<(), String> {
         "-".into(),
         "-".into(),
         "-".into(),
+        per_session_ms(local_cpu),
     ]);
     table.print();
     println!("ratio relay / in-process: {:.3}", relay_rate / local_rate);
+    println!(
+        "key-store writes (fsync'd rewrites) per session, all parties: {writes_per_session:.2}"
+    );
     let result = json!({
         "workload": "sign",
         "params": {"n": a.n, "t": a.t, "curve": a.curve.to_string(), "sessions": a.sessions,
                    "concurrency": a.concurrency, "durability": a.durability.as_str()},
         "relay": {"sessions_per_s": relay_rate, "latency": lat.json(),
-                  "relay_cpu_s": relay_cpu, "wall_s": relay_wall.as_secs_f64()},
-        "in_process": {"sessions_per_s": local_rate, "threads": cores(), "wall_s": local_wall.as_secs_f64()},
+                  "relay_cpu_s": relay_cpu, "bench_cpu_s": bench_cpu,
+                  "key_store_writes_per_session": writes_per_session,
+                  "wall_s": relay_wall.as_secs_f64()},
+        "in_process": {"sessions_per_s": local_rate, "threads": cores(),
+                       "cpu_s": local_cpu, "wall_s": local_wall.as_secs_f64()},
         "ratio": relay_rate / local_rate,
     });
     if let Some(p) = &a.output.json {
