@@ -4,13 +4,17 @@
 //! (through `cohort_core::store::Store`) and with the fronts.
 #![forbid(unsafe_code)]
 
+mod connections;
 mod delivered;
 pub mod feed;
 mod metrics;
 mod notify;
+mod rate;
 mod service;
 mod wake;
 
+pub use connections::{source, ConnectionEnd, ConnectionPermit};
 pub use feed::{EventFeed, MessageFeed};
 pub use notify::{LocalNotifier, Notifier};
+pub use rate::Action;
 pub use service::{now_ms, PartyView, Relay};
