@@ -85,3 +85,50 @@ pub(crate) fn remove(tx: &mut dyn Tx, key: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemTx;
+
+    fn ids(tx: &MemTx) -> Vec<Vec<u8>> {
+        tx.scan(Table::Challenges, &[], &[], usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_go_and_the_count_follows() {
+        let limits = Limits {
+            max_challenges: 3,
+            ..Limits::default()
+        };
+        let mut tx = MemTx::new();
+        let mut issued = Vec::new();
+        for i in 0..10i64 {
+            let id = new_id(1_000 + i, &[i as u8; 24]);
+            insert(&mut tx, &id, b"r", 1_000 + i, &limits).unwrap();
+            issued.push(id.into_bytes());
+        }
+        assert_eq!(ids(&tx), issued[7..].to_vec(), "the three newest are kept");
+        assert_eq!(count(&tx).unwrap(), 3);
+        remove(&mut tx, &issued[8]).unwrap();
+        remove(&mut tx, &issued[8]).unwrap();
+        assert_eq!(count(&tx).unwrap(), 2, "removing twice counts once");
+    }
+
+    #[test]
+    fn expired_challenges_are_cleared_from_the_head_as_new_ones_arrive() {
+        let limits = Limits::default();
+        let mut tx = MemTx::new();
+        for i in 0..4i64 {
+            insert(&mut tx, &new_id(i, &[i as u8; 24]), b"r", i, &limits).unwrap();
+        }
+        let later = limits.challenge_ttl_ms + 10;
+        insert(&mut tx, &new_id(later, &[9; 24]), b"r", later, &limits).unwrap();
+        assert_eq!(ids(&tx).len(), 3, "two expired ones cleared per issue");
+        assert_eq!(count(&tx).unwrap(), 3);
+    }
+}
