@@ -27,16 +27,17 @@ pub fn session_mailbox(
     Ok(MailboxAddr::session(party_id, session_id))
 }
 
-/// GetPendingMessages: waiting messages created after `after_timestamp`, oldest first.
+/// GetPendingMessages: waiting messages created after `after_timestamp`, oldest first, a
+/// page of about `limit`. Messages share milliseconds, so a page is never cut inside one
+/// (it may run past `limit` to finish the millisecond of its last message, up to 4x): asking
+/// again with the last one's `created_at` returns exactly the rest.
 pub fn pending_after(
     view: &dyn View,
     addr: &MailboxAddr,
     after_timestamp: Millis,
     limit: usize,
 ) -> Result<Vec<Delivery>> {
-    let mut out = mailbox::pending(view, addr, 0, limit)?;
-    out.retain(|d| d.message.created_at > after_timestamp);
-    Ok(out)
+    mailbox::pending_created_after(view, addr, after_timestamp, limit, limit.saturating_mul(4))
 }
 
 fn find_entry(message: &Message, party_id: &str) -> Option<(MailboxAddr, u64)> {

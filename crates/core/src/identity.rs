@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::challenges;
 use crate::codec::{decode, encode, Key};
 use crate::cursor;
 use crate::error::{Error, Result};
@@ -148,7 +149,8 @@ pub fn put_party(tx: &mut dyn Tx, party: &Party) -> Result<()> {
 }
 
 /// Issues a login challenge for `party_id` claiming `public_key`. `random` is 64 fresh random
-/// bytes from the caller (the core does no I/O): 32 for the id, 32 for the challenge.
+/// bytes from the caller (the core does no I/O): 24 for the id (after the issue time), 32 for
+/// the challenge. At most `max_challenges` are kept; past it the oldest is evicted.
 pub fn issue_challenge(
     tx: &mut dyn Tx,
     party_id: &str,
@@ -171,7 +173,7 @@ pub fn issue_challenge(
             )));
         }
     }
-    let challenge_id = hex::encode(&random[..32]);
+    let challenge_id = challenges::new_id(now, &random[..24]);
     let challenge = random[32..].to_vec();
     let expires_at = now + limits.challenge_ttl_ms;
     let record = Challenge {
@@ -180,11 +182,7 @@ pub fn issue_challenge(
         challenge: challenge.clone(),
         expires_at,
     };
-    tx.put(
-        Table::Challenges,
-        challenge_id.as_bytes(),
-        &encode(&record)?,
-    )?;
+    challenges::insert(tx, &challenge_id, &encode(&record)?, now, limits)?;
     Ok(IssuedChallenge {
         challenge_id,
         challenge,
@@ -215,7 +213,7 @@ pub fn login(
             "unknown or already used challenge; request a new one",
         ));
     };
-    tx.delete(Table::Challenges, challenge_id.as_bytes())?;
+    challenges::remove(tx, challenge_id.as_bytes())?;
     let ch: Challenge = decode(&raw)?;
     if now > ch.expires_at {
         return Err(Error::unauthenticated(
@@ -434,7 +432,7 @@ pub fn sweep_credentials(tx: &mut dyn Tx, now: Millis, limit: usize) -> Result<u
     for (k, v) in cursor::next_page(tx, Table::Challenges, CHALLENGE_SWEEP_CURSOR, limit)? {
         let c: Challenge = decode(&v)?;
         if now > c.expires_at {
-            tx.delete(Table::Challenges, &k)?;
+            challenges::remove(tx, &k)?;
             removed += 1;
         }
     }

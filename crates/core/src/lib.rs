@@ -4,6 +4,7 @@
 //! its tests run over [`store::MemTx`] without tokio or a network.
 #![forbid(unsafe_code)]
 
+pub mod challenges;
 pub mod codec;
 mod cursor;
 pub mod delivery;

@@ -51,6 +51,49 @@ pub struct Limits {
     /// Most "delivered" marks the relay keeps in memory (they are not written to the store);
     /// past it they start over and GetMessageStatus reads "pending" for older deliveries.
     pub max_delivered_marks: usize,
+
+    // ---- connections, for every front (gRPC today; QUIC, WebSocket, ZeroMQ later) -------
+    /// A new connection that has not finished its protocol's handshake within this long is
+    /// closed (HTTP/2: the client preface and its first SETTINGS frame).
+    pub handshake_timeout_ms: Millis,
+    /// A connection with no call or stream open for this long is closed (HTTP/2: GOAWAY,
+    /// then close); clients reconnect when they next have something to say.
+    pub idle_timeout_ms: Millis,
+    /// How often the relay pings a connection that is open (HTTP/2 PING)...
+    pub keepalive_interval_ms: Millis,
+    /// ...and how long an answer may take before the connection is closed as dead.
+    pub keepalive_timeout_ms: Millis,
+    /// Most calls and streams open at once on one connection; more are refused by the
+    /// protocol (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_streams_per_connection: u32,
+    /// Most connections open at once, over every front. A connection past it is closed as
+    /// soon as it is accepted, counted and logged. Keep it below the process's file
+    /// descriptor limit (`ulimit -n`); the server raises its soft limit to fit when it can.
+    pub max_connections: usize,
+    /// Most connections open at once from one source address (an IPv6 /64 counts as one).
+    pub max_connections_per_address: usize,
+    /// On shutdown, how long open connections get to finish their calls; then they are
+    /// closed, so a stop (SIGTERM) takes at most about this long.
+    pub shutdown_grace_ms: Millis,
+
+    // ---- rates: sustained calls per second, with bursts up to the same number; 0 is off --
+    /// Every call from one source address, before anything else is done for it.
+    pub calls_per_second_per_address: u32,
+    /// Every authenticated call of one identity (party id).
+    pub calls_per_second_per_identity: u32,
+    /// GetChallenge from one source address.
+    pub challenges_per_second_per_address: u32,
+    /// Login from one source address.
+    pub logins_per_second_per_address: u32,
+    /// CreateSession by one identity.
+    pub sessions_per_second_per_identity: u32,
+    /// RouteMessage by one identity.
+    pub routes_per_second_per_identity: u32,
+    /// Streams (SubscribeMessages, SubscribeSessionEvents) opened by one identity.
+    pub streams_per_second_per_identity: u32,
+    /// Most login challenges stored at once; issuing one more evicts the oldest (which can
+    /// then no longer be answered).
+    pub max_challenges: u64,
 }
 
 impl Default for Limits {
@@ -77,6 +120,22 @@ impl Default for Limits {
             pending_page: 1000,
             sweep_batch: 256,
             max_delivered_marks: 1_000_000,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            keepalive_interval_ms: 20_000,
+            keepalive_timeout_ms: 20_000,
+            max_streams_per_connection: 100,
+            max_connections: 10_000,
+            max_connections_per_address: 256,
+            shutdown_grace_ms: 10_000,
+            calls_per_second_per_address: 5_000,
+            calls_per_second_per_identity: 1_000,
+            challenges_per_second_per_address: 100,
+            logins_per_second_per_address: 100,
+            sessions_per_second_per_identity: 100,
+            routes_per_second_per_identity: 1_000,
+            streams_per_second_per_identity: 50,
+            max_challenges: 100_000,
         }
     }
 }

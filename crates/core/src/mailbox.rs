@@ -268,6 +268,67 @@ pub fn pending(
     Ok(out)
 }
 
+/// The waiting messages of a mailbox created after `after` (ms), in seq order: the first
+/// `limit` of them, and then any more created in the same millisecond as the last of those
+/// (up to `max` in all), so a page never ends inside a millisecond and asking again after the
+/// last one's `created_at` returns the rest. Payloads are read only for the messages returned.
+pub fn pending_created_after(
+    view: &dyn View,
+    addr: &MailboxAddr,
+    after: Millis,
+    limit: usize,
+    max: usize,
+) -> Result<Vec<Delivery>> {
+    const CHUNK: usize = 1024;
+    let prefix = addr.prefix()?.build();
+    let to = prefix_end(&prefix);
+    let mut from = addr.entry_key(1)?;
+    let mut out: Vec<Delivery> = Vec::new();
+    loop {
+        let keys = view.scan(Table::Pending, &from, &to, CHUNK)?;
+        let Some((last, _)) = keys.last() else {
+            return Ok(out);
+        };
+        from = last.clone();
+        from.push(0);
+        for (key, _) in &keys {
+            let Some(seq) = trailing_u64(key) else {
+                continue;
+            };
+            let Some(raw) = view.get(Table::Mailbox, key)? else {
+                continue;
+            };
+            let entry: Entry = decode(&raw)?;
+            let Some(mut message) = get_header(view, &entry.message_id)? else {
+                continue;
+            };
+            if message.created_at <= after {
+                continue;
+            }
+            if out.len() >= limit {
+                let same_ms = out
+                    .last()
+                    .is_some_and(|d| d.message.created_at == message.created_at);
+                if !same_ms || out.len() >= max {
+                    return Ok(out);
+                }
+            }
+            message.payload = view
+                .get(Table::Payloads, &entry.message_id)?
+                .unwrap_or_default()
+                .into();
+            out.push(Delivery {
+                seq,
+                entry,
+                message: std::sync::Arc::new(message),
+            });
+        }
+        if keys.len() < CHUNK {
+            return Ok(out);
+        }
+    }
+}
+
 /// Number of waiting messages in a mailbox.
 pub fn pending_count(view: &dyn View, addr: &MailboxAddr) -> Result<u64> {
     Ok(get_meta(view, addr)?.pending)

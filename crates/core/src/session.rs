@@ -429,7 +429,13 @@ pub fn create(
             }
         }
     }
-    let ttl = if req.expires_in_ms <= 0 {
+    if req.expires_in_ms < 0 {
+        return Err(Error::invalid(format!(
+            "expires_in_ms is {}; give a positive number of ms, or 0 for the default ({} ms)",
+            req.expires_in_ms, limits.session_ttl_ms
+        )));
+    }
+    let ttl = if req.expires_in_ms == 0 {
         limits.session_ttl_ms
     } else {
         req.expires_in_ms
@@ -990,14 +996,14 @@ pub fn status(view: &dyn View, who: &Principal, session_id: &str) -> Result<Sess
     Ok(s)
 }
 
-/// Sessions visible to a coordinator, newest first, optionally by status.
+/// Sessions `who` may see, newest first, optionally by status: every session for a
+/// coordinator; for anyone else, the sessions it created or participates in.
 pub fn list(
     view: &dyn View,
     who: &Principal,
     status: Option<SessionStatus>,
     limit: usize,
 ) -> Result<Vec<Session>> {
-    who.must_be_coordinator("listing sessions")?;
     let mut out = Vec::new();
     let mut from = Vec::new();
     loop {
@@ -1007,7 +1013,7 @@ pub fn list(
         from.push(0);
         for (_, raw) in &page {
             let s: Session = decode(raw)?;
-            if status.is_none_or(|st| st == s.status) {
+            if status.is_none_or(|st| st == s.status) && s.may_view(who) {
                 out.push(s);
             }
         }

@@ -5,6 +5,17 @@ use crate::error::{Error, Result};
 
 const MAX_ID_LEN: usize = 128;
 const MAX_TYPE_LEN: usize = 64;
+/// Most characters of a caller's value an error message quotes.
+const MAX_QUOTED_CHARS: usize = 80;
+
+/// `value` quoted for an error message: whole if short, otherwise its start and its length,
+/// so a huge value is never echoed back whole.
+pub fn quoted(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
 
 /// A party id: 1..=128 chars of `[A-Za-z0-9._@-]`. No `:`, which the other fronts use to
 /// namespace their principals (`qpq:<hex>`, `mm:<hex>`), so ids can never collide.
@@ -36,7 +47,8 @@ pub fn session_id(field: &str, id: &str) -> Result<()> {
     }
     if uuid::Uuid::try_parse(id).is_err() {
         return Err(Error::invalid(format!(
-            "{field} {id:?} is not a session id (a UUID)"
+            "{field} {} is not a session id (a UUID)",
+            quoted(id)
         )));
     }
     Ok(())
@@ -76,7 +88,12 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<()> {
 pub fn message_id(field: &str, id: &str) -> Result<[u8; 16]> {
     uuid::Uuid::try_parse(id)
         .map(|u| *u.as_bytes())
-        .map_err(|_| Error::invalid(format!("{field} {id:?} is not a message id (a UUID)")))
+        .map_err(|_| {
+            Error::invalid(format!(
+                "{field} {} is not a message id (a UUID)",
+                quoted(id)
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -92,6 +109,15 @@ mod tests {
             assert_eq!(e.kind, ErrorKind::InvalidArgument);
             assert!(e.message.contains("party_id"), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn echoed_values_are_cut() {
+        let huge = "x".repeat(1024 * 1024);
+        let e = session_id("session_id", &huge).unwrap_err();
+        assert!(e.message.len() < 200, "{}", e.message);
+        assert!(e.message.contains("1048576 bytes"), "{}", e.message);
+        assert_eq!(quoted("abc"), "\"abc\"");
     }
 
     #[test]

@@ -6,8 +6,8 @@ use cohort_wire::cohort::auth_server::Auth;
 use cohort_wire::cohort::{GetChallengeRequest, GetChallengeResponse, LoginRequest, LoginResponse};
 use tonic::{Request, Response, Status};
 
-use super::status;
-use cohort_relay::Relay;
+use super::{admit, status};
+use cohort_relay::{Action, Relay};
 
 pub struct AuthService {
     pub relay: Arc<Relay>,
@@ -19,6 +19,7 @@ impl Auth for AuthService {
         &self,
         req: Request<GetChallengeRequest>,
     ) -> Result<Response<GetChallengeResponse>, Status> {
+        admit(&self.relay, &req, Action::Challenge, None)?;
         let r = req.into_inner();
         let c = self
             .relay
@@ -33,6 +34,7 @@ impl Auth for AuthService {
     }
 
     async fn login(&self, req: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        admit(&self.relay, &req, Action::Login, None)?;
         let r = req.into_inner();
         let t = self
             .relay

@@ -6,7 +6,9 @@
 
 mod access;
 mod admin;
+mod admission;
 mod auth;
+mod conn;
 mod keys;
 mod mailbox;
 mod router;
@@ -16,16 +18,21 @@ mod sessions;
 use std::sync::Arc;
 
 use cohort_core::{Error, ErrorKind, Principal};
-use cohort_relay::Relay;
+use cohort_relay::{Action, Relay};
 use tonic::{Request, Status};
 
 pub use admin::AdminService;
 pub use auth::AuthService;
+pub use conn::ConnectionLimits;
 pub use keys::KeysService;
 pub use mailbox::MailboxService;
 pub use router::RouterService;
 pub use serve::{serve, GrpcOptions};
 pub use sessions::SessionsService;
+
+/// Metadata key of a rate limit refusal (RESOURCE_EXHAUSTED): milliseconds to wait before the
+/// call can succeed (the message says it too).
+pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
 
 /// Metadata key naming the party to blame when a call or stream ends because its session
 /// failed with a culprit (the reason text says it too; this is the field to read).
@@ -50,6 +57,11 @@ pub fn status(e: Error) -> Status {
             status.metadata_mut().insert(CULPRIT_METADATA, v);
         }
     }
+    if let Some(ms) = e.retry_after_ms {
+        status
+            .metadata_mut()
+            .insert(RETRY_AFTER_METADATA, ms.into());
+    }
     status
 }
 
@@ -72,7 +84,22 @@ pub async fn principal<T>(relay: &Relay, req: &Request<T>) -> Result<Principal, 
         })?;
     let who = relay.authenticate(token.trim()).await.map_err(status)?;
     access::record_caller(&who.id);
+    relay
+        .admit(Action::Call, Some(&who), None)
+        .map_err(status)?;
     Ok(who)
+}
+
+/// Checks the rate limit on `action` for `who` (after [`principal`]) or, when `who` is
+/// `None`, for the address the request came from.
+pub fn admit<T>(
+    relay: &Relay,
+    req: &Request<T>,
+    action: Action,
+    who: Option<&Principal>,
+) -> Result<(), Status> {
+    let addr = req.remote_addr().map(|a| a.ip());
+    relay.admit(action, who, addr).map_err(status)
 }
 
 /// Turns an i32 count from the wire into a bounded usize.

@@ -15,8 +15,8 @@ use cohort_wire::router::*;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{principal, status};
-use cohort_relay::{now_ms, Relay};
+use super::{admit, principal, status};
+use cohort_relay::{now_ms, Action, Relay};
 
 pub struct RouterService {
     pub relay: Arc<Relay>,
@@ -132,6 +132,7 @@ impl MessageRouter for RouterService {
         req: Request<RouteMessageRequest>,
     ) -> Result<Response<RouteMessageResponse>, Status> {
         let who = principal(&self.relay, &req).await?;
+        admit(&self.relay, &req, Action::Route, Some(&who))?;
         let r = req.into_inner();
         let route = RouteRequest {
             session_id: r.session_id,
@@ -155,6 +156,7 @@ impl MessageRouter for RouterService {
         req: Request<SubscribeMessagesRequest>,
     ) -> Result<Response<Self::SubscribeMessagesStream>, Status> {
         let who = principal(&self.relay, &req).await?;
+        admit(&self.relay, &req, Action::OpenStream, Some(&who))?;
         let r = req.into_inner();
         let feed = MessageFeed::open(&self.relay, who, r.session_id, r.party_id)
             .await
@@ -290,6 +292,7 @@ impl MessageRouter for RouterService {
         req: Request<SubscribeSessionEventsRequest>,
     ) -> Result<Response<Self::SubscribeSessionEventsStream>, Status> {
         let who = principal(&self.relay, &req).await?;
+        admit(&self.relay, &req, Action::OpenStream, Some(&who))?;
         let r = req.into_inner();
         let feed =
             EventFeed::open(&self.relay, &who, &r.party_id, r.event_types).map_err(status)?;

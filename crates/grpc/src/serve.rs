@@ -1,7 +1,6 @@
 //! Serving the front on a bound listener until the relay shuts down.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cohort_relay::Relay;
 use cohort_wire::cohort::{
@@ -10,8 +9,12 @@ use cohort_wire::cohort::{
 };
 use cohort_wire::router::message_router_server::MessageRouterServer;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tower_layer::Layer;
 
 use crate::access::AccessLayer;
+use crate::admission::{single_message_methods, AdmissionLayer};
+use crate::conn::{serve_connections, ConnectionLimits};
 use crate::{RouterService, Services};
 
 /// How the front is served.
@@ -19,22 +22,24 @@ use crate::{RouterService, Services};
 pub struct GrpcOptions {
     /// Largest request message accepted, in bytes.
     pub max_message_bytes: usize,
-    pub keepalive_interval: Duration,
+    /// Handshake, idle, keepalive, streams per connection and shutdown grace.
+    pub connections: ConnectionLimits,
 }
 
 impl GrpcOptions {
-    /// The payload cap plus room for the rest of the request.
+    /// The payload cap plus room for the rest of the request; the relay's connection limits.
     pub fn for_relay(relay: &Relay) -> Self {
         GrpcOptions {
             max_message_bytes: relay.limits().max_payload_bytes + 64 * 1024,
-            keepalive_interval: Duration::from_secs(20),
+            connections: ConnectionLimits::from_limits(relay.limits()),
         }
     }
 }
 
 /// Serves every service (with health, and reflection in both `v1` and `v1alpha`, which older
 /// grpcurl, grpc_cli and Python's grpcio-reflection speak) on `listener` until the relay
-/// begins shutdown. Errors name what could not be built.
+/// begins shutdown, then closes its connections within the shutdown grace period. Errors
+/// name what could not be built.
 pub async fn serve(
     relay: Arc<Relay>,
     listener: TcpListener,
@@ -60,18 +65,7 @@ pub async fn serve(
 
     let max = options.max_message_bytes;
     let s = Services::new(relay.clone());
-    let mut stop = relay.shutdown_signal();
-    // Without TCP_NODELAY, Nagle and delayed ACKs hold small responses and stream frames for
-    // tens of ms. The builder's `tcp_nodelay` covers only sockets tonic binds itself, so set
-    // it on the incoming stream of the listener.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(options.keepalive_interval))
-        .layer(AccessLayer {
-            relay: relay.clone(),
-            max_message_bytes: max,
-        })
-        .add_service(MessageRouterServer::new(s.router).max_decoding_message_size(max))
+    let routes = Routes::new(MessageRouterServer::new(s.router).max_decoding_message_size(max))
         .add_service(AuthServer::new(s.auth).max_decoding_message_size(max))
         .add_service(SessionsServer::new(s.sessions).max_decoding_message_size(max))
         .add_service(KeysServer::new(s.keys).max_decoding_message_size(max))
@@ -80,9 +74,20 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.wait_for(|v| *v).await;
-        })
-        .await
-        .map_err(|e| format!("gRPC server failed: {e}"))
+        .prepare();
+    let single_message = single_message_methods(&[
+        cohort_wire::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ]);
+    let admission = AdmissionLayer {
+        relay: relay.clone(),
+        single_message: Arc::new(single_message),
+    };
+    let access = AccessLayer {
+        relay: relay.clone(),
+        max_message_bytes: max,
+    };
+    let service = access.layer(admission.layer(routes));
+    serve_connections(relay, listener, service, options.connections).await;
+    Ok(())
 }

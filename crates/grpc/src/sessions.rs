@@ -11,8 +11,9 @@ use cohort_wire::cohort::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{limit, principal, status};
-use cohort_relay::Relay;
+use super::{admit, limit, principal, status};
+use cohort_core::Error;
+use cohort_relay::{Action, Relay};
 
 pub struct SessionsService {
     pub relay: Arc<Relay>,
@@ -61,6 +62,7 @@ impl Sessions for SessionsService {
         req: Request<CreateSessionRequest>,
     ) -> Result<Response<CreateSessionResponse>, Status> {
         let who = principal(&self.relay, &req).await?;
+        admit(&self.relay, &req, Action::CreateSession, Some(&who))?;
         let r = req.into_inner();
         let create = CreateRequest {
             session_type: r.session_type,
@@ -102,10 +104,10 @@ impl Sessions for SessionsService {
             None
         } else {
             Some(SessionStatus::parse(&r.status).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "status {:?} is not one of created, in_progress, completed, failed, expired",
-                    r.status
-                ))
+                status(Error::invalid(format!(
+                    "status {} is not one of created, in_progress, completed, failed, expired",
+                    cohort_core::validate::quoted(&r.status)
+                )))
             })?)
         };
         let sessions = self

@@ -6,15 +6,19 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod connections;
 mod delivered;
 pub mod feed;
 mod metrics;
 mod notify;
+mod rate;
 mod service;
 pub mod stream;
 mod wake;
 
+pub use connections::{source, ConnectionEnd, ConnectionPermit};
 pub use feed::{EventFeed, MessageFeed};
 pub use notify::{LocalNotifier, Notifier};
+pub use rate::Action;
 pub use service::{now_ms, PartyView, Relay};
 pub use stream::{MailboxStream, Pushed, SendAccepted, SendOutcome, SendRequest, Subscribe};

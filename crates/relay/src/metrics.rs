@@ -19,6 +19,10 @@ pub(crate) struct Metrics {
     pub(crate) live_subscribers: Gauge,
     /// Refused calls by (method, code).
     pub(crate) refusals: Family<Vec<(String, String)>, Counter>,
+    /// Connections open now, over every front.
+    pub(crate) connections_open: Gauge,
+    /// Connections refused or closed by a limit, by (front, reason).
+    pub(crate) connections_ended: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Metrics {
@@ -64,6 +68,16 @@ impl Metrics {
             "refusals",
             "Calls refused, by method and status code",
             self.refusals.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Connections open, over every front",
+            self.connections_open.clone(),
+        );
+        r.register(
+            "connections_limited",
+            "Connections refused or closed by a limit, by front and reason",
+            self.connections_ended.clone(),
         );
         r
     }

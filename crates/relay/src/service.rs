@@ -18,9 +18,11 @@ use cohort_core::{Error, Limits, Millis, Principal, Result};
 use rand::RngCore;
 use tokio::sync::watch;
 
+use crate::connections::{ConnectionEnd, ConnectionPermit, Connections};
 use crate::delivered::Delivered;
 use crate::metrics::Metrics;
 use crate::notify::{LocalNotifier, Notifier};
+use crate::rate::{Action, RateLimits};
 use crate::wake::{Subscription, Wakeups};
 
 /// Most resolved tokens kept in memory.
@@ -63,6 +65,8 @@ pub struct Relay {
     /// Resolved tokens, by hash: tokens cannot be revoked before expiry, so caching is exact.
     token_cache: Mutex<HashMap<[u8; 32], (Principal, Millis)>>,
     shutdown: watch::Sender<bool>,
+    rates: RateLimits,
+    connections: Arc<Connections>,
 }
 
 impl Relay {
@@ -83,6 +87,13 @@ impl Relay {
     ) -> Arc<Relay> {
         let wakeups = Wakeups::new(limits.stream_recent_messages, limits.stream_recent_bytes);
         let delivered = Delivered::new(limits.max_delivered_marks);
+        let metrics = Metrics::default();
+        let connections = Connections::new(
+            &limits,
+            metrics.connections_open.clone(),
+            metrics.connections_ended.clone(),
+        );
+        let rates = RateLimits::new(&limits);
         Arc::new(Relay {
             store,
             limits,
@@ -91,9 +102,11 @@ impl Relay {
             wakeups,
             delivered,
             acks: std::sync::OnceLock::new(),
-            metrics: Metrics::default(),
+            metrics,
             token_cache: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
+            rates,
+            connections,
         })
     }
 
@@ -161,6 +174,41 @@ impl Relay {
         } else {
             tracing::info!(method, party, code, reason, "call refused");
         }
+    }
+
+    // ---- admission ------------------------------------------------------------------
+
+    /// Checks the rate limits that apply to `action` by `who` (once authenticated) from
+    /// `addr`; a refusal is RESOURCE_EXHAUSTED with `retry_after_ms`. Fronts call this before
+    /// the work it limits.
+    pub fn admit(
+        &self,
+        action: Action,
+        who: Option<&Principal>,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<()> {
+        self.rates.admit(action, who, addr)
+    }
+
+    /// Admits a connection a front accepted from `peer`, or refuses it (counted and logged)
+    /// when `max_connections` or `max_connections_per_address` are reached. Hold the permit
+    /// while the connection is open.
+    pub fn admit_connection(
+        &self,
+        front: &str,
+        peer: std::net::SocketAddr,
+    ) -> Result<ConnectionPermit> {
+        self.connections.admit(front, peer)
+    }
+
+    /// Records that a front closed a connection because of a limit (counted, logged).
+    pub fn connection_closed(&self, front: &str, peer: std::net::SocketAddr, why: ConnectionEnd) {
+        self.connections.ended_by(front, peer, why);
+    }
+
+    /// Connections open now, over every front.
+    pub fn open_connections(&self) -> usize {
+        self.connections.open_count()
     }
 
     // ---- identity -------------------------------------------------------------------
@@ -716,6 +764,8 @@ impl Relay {
         let mut stop = self.shutdown_signal();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut forget = tokio::time::interval(crate::rate::FORGET_EVERY);
+        forget.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -723,6 +773,7 @@ impl Relay {
                         tracing::warn!(error = %e, "sweep failed; will retry");
                     }
                 }
+                _ = forget.tick() => self.rates.forget_idle(),
                 _ = stop.changed() => return,
             }
         }

@@ -167,6 +167,18 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_config_block_parses_and_shows_the_defaults() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("README.md has a ```toml block");
+        let shown: Config = toml::from_str(block).expect("the README's config parses");
+        assert_eq!(shown, Config::default(), "the README shows the defaults");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(toml::from_str::<Config>("grpc_adr = \"x\"").is_err());
         let c = Config {

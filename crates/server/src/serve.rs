@@ -99,7 +99,9 @@ pub async fn start(config: Config) -> Result<Running, String> {
         )
         .map_err(|e| e.message)?,
     );
-    let relay = Relay::new(store, config.limits.clone(), keys);
+    let mut limits = config.limits.clone();
+    limits.max_connections = fit_descriptor_limit(limits.max_connections);
+    let relay = Relay::new(store, limits, keys);
 
     let listener = TcpListener::bind(config.grpc_addr).await.map_err(|e| {
         format!(
@@ -139,8 +141,37 @@ pub async fn start(config: Config) -> Result<Running, String> {
     })
 }
 
+/// Descriptors kept for everything but client connections: the store, the listeners, logs.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Raises the soft file descriptor limit to fit `max_connections` when the hard limit allows,
+/// and otherwise lowers `max_connections` to fit, saying so: past the descriptor limit,
+/// accepting fails and every new client times out instead of being refused.
+fn fit_descriptor_limit(max_connections: usize) -> usize {
+    let wanted = (max_connections as u64).saturating_add(RESERVED_DESCRIPTORS);
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit >= wanted => max_connections,
+        Ok(limit) => {
+            let fits = usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS).max(1))
+                .unwrap_or(max_connections);
+            tracing::warn!(
+                max_connections,
+                descriptor_limit = limit,
+                lowered_to = fits,
+                "max_connections does not fit the file descriptor limit (ulimit -n); lowered it. Raise the limit (e.g. LimitNOFILE in systemd) to allow more"
+            );
+            fits
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the file descriptor limit; max_connections is used as configured");
+            max_connections
+        }
+    }
+}
+
 impl Running {
-    /// Stops accepting, ends every stream, waits for in-flight calls, and closes the store.
+    /// Stops accepting, ends every stream, gives connections `shutdown_grace_ms` to finish
+    /// their calls (then closes them), and closes the store.
     pub async fn shutdown(self) -> Result<(), String> {
         self.relay.begin_shutdown();
         let served = self.grpc.await;

@@ -575,13 +575,23 @@ async fn non_members_wrong_tokens_and_non_coordinators_are_permission_denied() {
         Code::PermissionDenied,
         "coordinator",
     );
-    assert_refused(
-        a.sessions()
-            .list_sessions(ListSessionsRequest::default())
-            .await,
-        Code::PermissionDenied,
-        "coordinator",
-    );
+    // ListSessions is not coordinator-only: a party sees the sessions it is in, and only those.
+    let listed = |p: &Party| {
+        let mut sessions = p.sessions();
+        async move {
+            sessions
+                .list_sessions(ListSessionsRequest::default())
+                .await
+                .expect("ListSessions")
+                .into_inner()
+                .sessions
+                .into_iter()
+                .map(|s| s.session_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(&a).await, vec![sid.to_string()]);
+    assert!(listed(&d).await.is_empty(), "dave is in no session");
     assert_refused(
         a.sessions()
             .get_delegate_shares(GetDelegateSharesRequest {

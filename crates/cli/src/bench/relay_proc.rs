@@ -99,6 +99,20 @@ struct Spawned {
     dir: tempfile::TempDir,
 }
 
+/// The bench drives one relay from one address as fast as it can, with thousands of parties
+/// logging in at once: it measures throughput, not admission, so every rate limit is off and
+/// every connection comes from loopback.
+const BENCH_LIMITS: &str = "[limits]
+calls_per_second_per_address = 0
+calls_per_second_per_identity = 0
+challenges_per_second_per_address = 0
+logins_per_second_per_address = 0
+sessions_per_second_per_identity = 0
+routes_per_second_per_identity = 0
+streams_per_second_per_identity = 0
+max_connections_per_address = 100000
+";
+
 impl Target {
     /// Spawns a relay, or attaches to the one `opts` names.
     pub async fn open(opts: &RelayOpts, durability: Durability) -> Result<Target, String> {
@@ -139,8 +153,13 @@ impl Target {
         let log_path = dir.path().join("relay.log");
         let log = std::fs::File::create(&log_path)
             .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+        let config_path = dir.path().join("cohort.toml");
+        std::fs::write(&config_path, BENCH_LIMITS)
+            .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
         let mut child = Command::new(&exe)
             .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
             .arg("--data-dir")
             .arg(&data)
             .args(["--grpc-addr", "127.0.0.1:0", "--metrics-addr", "off"])
