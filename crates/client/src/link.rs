@@ -53,6 +53,8 @@ const SUBSCRIBE: &str = "Mailbox/Open subscribe";
 const OPEN: &str = "Mailbox/Open";
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+/// An ack of one message of a session's Inbox at a seq, and who waits for it.
+type SeqAck = (u64, String, Option<Reply<()>>);
 
 /// A handle on the task; dropping it (with the last [`Client`]) stops the task.
 pub(crate) struct Link {
@@ -572,7 +574,7 @@ impl Task {
             return;
         }
         let mut by_id: Vec<(String, Option<Reply<()>>)> = Vec::new();
-        let mut cumulative: HashMap<String, Vec<(u64, String, Option<Reply<()>>)>> = HashMap::new();
+        let mut cumulative: HashMap<String, Vec<SeqAck>> = HashMap::new();
         for (session_id, message_id, reply) in std::mem::take(&mut self.ack_queue) {
             let Some(sub) = self.subs.get_mut(&session_id) else {
                 by_id.push((message_id, reply));

@@ -16,13 +16,16 @@ use std::ops::Bound;
 use crate::error::Result;
 use crate::store::{Pair, Table, Tx, View};
 
+/// A key of some table.
+type TableKey = (Table, Vec<u8>);
+
 pub struct Savepoint<'a> {
     base: &'a mut dyn Tx,
     /// Buffered writes: `Some` a put, `None` a delete.
-    writes: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    writes: BTreeMap<TableKey, Option<Vec<u8>>>,
     /// Tables whose reads from `base` are kept (they do not change under the savepoint).
     cached: &'static [Table],
-    reads: RefCell<HashMap<(Table, Vec<u8>), Option<Vec<u8>>>>,
+    reads: RefCell<HashMap<TableKey, Option<Vec<u8>>>>,
 }
 
 impl<'a> Savepoint<'a> {
