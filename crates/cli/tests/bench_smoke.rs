@@ -100,7 +100,10 @@ fn route_reports_throughput_latency_and_relay_usage() {
     );
     let v = read_json(&json);
     assert_eq!(v["workload"], "route");
-    assert_eq!(v["parameters"]["api"], "stream", "the streaming API by default");
+    assert_eq!(
+        v["parameters"]["api"], "stream",
+        "the streaming API by default"
+    );
     assert_eq!(v["parameters"]["shape"]["count"], 200);
     assert_eq!(v["parameters"]["shape"]["senders"], 2);
     assert_eq!(v["parameters"]["shape"]["receivers"], 2);
