@@ -100,6 +100,10 @@ fn route_reports_throughput_latency_and_relay_usage() {
     );
     let v = read_json(&json);
     assert_eq!(v["workload"], "route");
+    assert_eq!(
+        v["parameters"]["api"], "stream",
+        "the streaming API by default"
+    );
     assert_eq!(v["parameters"]["shape"]["count"], 200);
     assert_eq!(v["parameters"]["shape"]["senders"], 2);
     assert_eq!(v["parameters"]["shape"]["receivers"], 2);
@@ -113,6 +117,30 @@ fn route_reports_throughput_latency_and_relay_usage() {
     positive(&run["server_peak_rss_bytes"], "server_peak_rss_bytes");
     let svg = std::fs::read_to_string(&plot).expect("the bench wrote --plot");
     assert!(svg.starts_with("<svg"), "--plot is an SVG");
+}
+
+#[test]
+fn route_over_the_router_api_reports_the_same_figures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("route.json");
+    bench(&[
+        "route",
+        "--api",
+        "router",
+        "--count",
+        "100",
+        "--senders",
+        "2",
+        "--receivers",
+        "1",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    let v = read_json(&json);
+    assert_eq!(v["parameters"]["api"], "router");
+    let run = &v["runs"][0];
+    assert_run(run, 100, "route --api router");
+    positive(&run["server_cpu_s_per_100k"], "server_cpu_s_per_100k");
 }
 
 #[test]

@@ -109,7 +109,7 @@ impl Inbox {
     /// the window has been taken.
     fn took(&self) {
         let n = self.taken.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % u64::from(WINDOW / 4) == 0 {
+        if n.is_multiple_of(u64::from(WINDOW / 4)) {
             self.client.link().command(Command::Taken);
         }
     }

@@ -53,6 +53,8 @@ const SUBSCRIBE: &str = "Mailbox/Open subscribe";
 const OPEN: &str = "Mailbox/Open";
 
 type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
+/// An ack of one message of a session's Inbox at a seq, and who waits for it.
+type SeqAck = (u64, String, Option<Reply<()>>);
 
 /// A handle on the task; dropping it (with the last [`Client`]) stops the task.
 pub(crate) struct Link {
@@ -572,7 +574,7 @@ impl Task {
             return;
         }
         let mut by_id: Vec<(String, Option<Reply<()>>)> = Vec::new();
-        let mut cumulative: HashMap<String, Vec<(u64, String, Option<Reply<()>>)>> = HashMap::new();
+        let mut cumulative: HashMap<String, Vec<SeqAck>> = HashMap::new();
         for (session_id, message_id, reply) in std::mem::take(&mut self.ack_queue) {
             let Some(sub) = self.subs.get_mut(&session_id) else {
                 by_id.push((message_id, reply));
@@ -705,16 +707,20 @@ impl Task {
             }
             match sub.seen.fate(&m.message_id) {
                 None => {
-                    sub.seen.record(&m.message_id, Fate::Yielded);
-                    sub.seqs.insert(m.seq, (m.message_id.clone(), false));
-                    sub.ids.insert(m.message_id.clone(), m.seq);
-                    let received = received(&d.session_id, m);
-                    match sub.inbox.items.try_send(received) {
-                        Ok(()) => sub.pushed += 1,
-                        Err(_) => {
-                            // More than the credit granted, or the Inbox is gone: it stays
-                            // unacknowledged at the relay and comes again on a new stream.
-                            tracing::warn!(relay = %self.url, session = %d.session_id, "no room for a delivered message; it will be delivered again");
+                    let (id, seq) = (m.message_id.clone(), m.seq);
+                    match sub.inbox.items.try_send(received(&d.session_id, m)) {
+                        Ok(()) => {
+                            sub.pushed += 1;
+                            sub.seen.record(&id, Fate::Yielded);
+                            sub.seqs.insert(seq, (id.clone(), false));
+                            sub.ids.insert(id, seq);
+                        }
+                        // The Inbox is being dropped; its Unsubscribe is on the way.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            // More than the credit granted: it stays unacknowledged at the
+                            // relay and comes again on a new stream.
+                            tracing::warn!(relay = %self.url, session = %d.session_id, "the relay sent more than the credit granted; a message will be delivered again");
                         }
                     }
                 }

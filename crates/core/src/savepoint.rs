@@ -16,16 +16,16 @@ use std::ops::Bound;
 use crate::error::Result;
 use crate::store::{Pair, Table, Tx, View};
 
-/// Reads kept from the base transaction, by table and key (`None`: absent).
-type ReadCache = HashMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+/// A key of some table.
+type TableKey = (Table, Vec<u8>);
 
 pub struct Savepoint<'a> {
     base: &'a mut dyn Tx,
     /// Buffered writes: `Some` a put, `None` a delete.
-    writes: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    writes: BTreeMap<TableKey, Option<Vec<u8>>>,
     /// Tables whose reads from `base` are kept (they do not change under the savepoint).
     cached: &'static [Table],
-    reads: RefCell<ReadCache>,
+    reads: RefCell<HashMap<TableKey, Option<Vec<u8>>>>,
 }
 
 impl<'a> Savepoint<'a> {

@@ -45,7 +45,7 @@ pub struct RouteArgs {
     /// Sending parties, each one task with its own connection.
     #[arg(long, default_value_t = 4)]
     senders: usize,
-    /// Receiving parties, each with its own connection and SubscribeMessages stream.
+    /// Receiving parties, each with its own connection and subscription.
     #[arg(long, default_value_t = 4)]
     receivers: usize,
     /// Payload bytes per message (at least 8: the send timestamp rides in the first 8).
