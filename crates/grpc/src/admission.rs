@@ -1,8 +1,8 @@
 //! What every request must pass before a service sees it: a gRPC content type (else HTTP 415,
 //! as the gRPC spec asks), the per-address call rate ([`Relay::admit`]), and, for methods
 //! whose request is a single message, exactly one message (tonic would take the first and
-//! silently drop the rest). Refusals are gRPC statuses, so the access layer above logs and
-//! counts them like any other.
+//! silently drop the rest). It also holds a call to the client's `grpc-timeout`. Refusals
+//! are gRPC statuses, so the access layer above logs and counts them like any other.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use cohort_relay::{Action, Relay};
@@ -127,9 +128,41 @@ where
                 tonic::body::Body::new(body)
             }
         });
+        let deadline = grpc_timeout(req.headers());
         let fut = self.inner.call(req);
-        Box::pin(fut)
+        match deadline {
+            None => Box::pin(fut),
+            // The client's deadline (what tonic's own server did): a call still running then
+            // is dropped, and the client, which has given up, gets DEADLINE_EXCEEDED.
+            Some(deadline) => Box::pin(async move {
+                match tokio::time::timeout(deadline, fut).await {
+                    Ok(answer) => answer,
+                    Err(_) => Ok(refuse(Status::deadline_exceeded(
+                        "the call's grpc-timeout passed before it finished",
+                    ))),
+                }
+            }),
+        }
     }
+}
+
+/// The `grpc-timeout` header: up to 8 digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 pin_project_lite::pin_project! {
@@ -218,5 +251,26 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_is_read_in_every_unit_and_garbage_is_ignored() {
+        let t = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("5u"), Some(Duration::from_micros(5)));
+        for bad in ["", "m", "123456789m", "10x", "-1S"] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
     }
 }
