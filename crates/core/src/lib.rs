@@ -7,6 +7,7 @@
 pub mod codec;
 mod cursor;
 pub mod delivery;
+pub mod enrollment;
 pub mod error;
 pub mod identity;
 pub mod limits;

@@ -49,6 +49,12 @@ pub struct Limits {
     /// Most "delivered" marks the relay keeps in memory (they are not written to the store);
     /// past it they start over and GetMessageStatus reads "pending" for older deliveries.
     pub max_delivered_marks: usize,
+    /// Development only: a party id not yet enrolled is bound to the first key that logs in
+    /// with it (the behaviour before enrollment). Off, an unenrolled key may log in only
+    /// under its own key-derived id. Set by the server config's top-level `open_enrollment`
+    /// (`COHORT_OPEN_ENROLLMENT`), never in `[limits]`.
+    #[serde(skip)]
+    pub open_enrollment: bool,
 }
 
 impl Default for Limits {
@@ -74,6 +80,7 @@ impl Default for Limits {
             pending_page: 1000,
             sweep_batch: 256,
             max_delivered_marks: 1_000_000,
+            open_enrollment: false,
         }
     }
 }

@@ -47,10 +47,12 @@ pub enum Table {
     LogTips,
     /// key-value settings and small singletons (server keys, counters)
     Meta,
+    /// party id -> Enrollment: the identity key a party id is bound to, and who bound it
+    Enrollments,
 }
 
 impl Table {
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Parties,
         Table::Challenges,
         Table::Tokens,
@@ -66,6 +68,7 @@ impl Table {
         Table::Logs,
         Table::LogTips,
         Table::Meta,
+        Table::Enrollments,
     ];
 
     /// A stable name, used by stores as the physical table name.
@@ -86,6 +89,7 @@ impl Table {
             Table::Logs => "logs",
             Table::LogTips => "log_tips",
             Table::Meta => "meta",
+            Table::Enrollments => "enrollments",
         }
     }
 }
