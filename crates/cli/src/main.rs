@@ -82,6 +82,23 @@ enum Command {
         #[arg(long, default_value = "./cohort-data/coordinator.key")]
         coordinator_key: PathBuf,
     },
+    /// Coordinator: enroll a party, binding its party id to its Ed25519 identity key, so that
+    /// key alone may log in as it (`cohort party` logs its key at start).
+    Enroll {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        relay: String,
+        #[arg(long)]
+        party_id: String,
+        /// The party's identity public key, 64 hex characters.
+        #[arg(long)]
+        key: String,
+        /// The only role the party may register with: persistent, delegate or temporary.
+        /// Default: any.
+        #[arg(long, default_value = "")]
+        role: String,
+        #[arg(long, default_value = "./cohort-data/coordinator.key")]
+        coordinator_key: PathBuf,
+    },
     /// Coordinator: create a t-of-n key among registered parties and print its public key.
     Keygen {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -196,6 +213,13 @@ fn main() -> ExitCode {
                 })
                 .await
             }
+            Command::Enroll {
+                relay,
+                party_id,
+                key,
+                role,
+                coordinator_key,
+            } => threshold::enroll(&relay, &coordinator_key, &party_id, &key, &role).await,
             Command::Keygen {
                 relay,
                 parties,

@@ -2,8 +2,8 @@
 //! (`mpc.router.v1.MessageRouter` and the `cohort.v1` services).
 //!
 //! - [`Client`]: connect and log in (challenge signed by the party's Ed25519 identity key),
-//!   register, heartbeat, publish and fetch encryption keys (signatures verified), create,
-//!   join and report on sessions.
+//!   enroll parties (coordinators), register, heartbeat, publish and fetch encryption keys
+//!   (signatures verified), create, join and report on sessions.
 //! - [`SessionEvents`]: session lifecycle events, reconnecting when the stream drops.
 //! - [`Inbox`]: a session's mailbox, resumed after a dropped connection or a relay restart,
 //!   with redeliveries dropped by message id; the consumer acknowledges what it processed.
@@ -17,6 +17,7 @@
 mod backoff;
 mod client;
 mod directory;
+mod enrollment;
 mod error;
 mod events;
 mod inbox;
@@ -34,7 +35,7 @@ pub use secure::{Opened, SecureSession};
 pub use sessions::{CreateSession, Created, JoinInfo};
 
 /// Wire types that appear in this API.
-pub use cohort_wire::cohort::{Participant, SessionSummary};
+pub use cohort_wire::cohort::{Enrollment, Participant, SessionSummary};
 pub use cohort_wire::router::{
     DelegateUserShare, GetMessageStatusResponse, MessageDeliveryStatus, NotificationChannel,
     RegisteredParty,

@@ -600,6 +600,13 @@ fn participant_keys(
     selected: &[identity::Party],
     party_keys: &[(String, Vec<u8>)],
 ) -> Result<Vec<[u8; 32]>> {
+    if party_keys.len() > selected.len() {
+        return Err(Error::invalid(format!(
+            "party_keys has {} entries for {} participants",
+            party_keys.len(),
+            selected.len()
+        )));
+    }
     for (i, (pid, key)) in party_keys.iter().enumerate() {
         if !selected.iter().any(|p| &p.id == pid) {
             return Err(Error::invalid(format!(

@@ -6,6 +6,7 @@
 mod access;
 mod admin;
 mod auth;
+mod directory;
 mod keys;
 mod router;
 mod serve;
@@ -19,6 +20,7 @@ use tonic::{Request, Status};
 
 pub use admin::AdminService;
 pub use auth::AuthService;
+pub use directory::DirectoryService;
 pub use keys::KeysService;
 pub use router::RouterService;
 pub use serve::{serve, GrpcOptions};
@@ -88,6 +90,7 @@ pub struct Services {
     pub sessions: SessionsService,
     pub keys: KeysService,
     pub admin: AdminService,
+    pub directory: DirectoryService,
 }
 
 impl Services {
@@ -105,7 +108,10 @@ impl Services {
             keys: KeysService {
                 relay: relay.clone(),
             },
-            admin: AdminService { relay },
+            admin: AdminService {
+                relay: relay.clone(),
+            },
+            directory: DirectoryService { relay },
         }
     }
 }

@@ -99,7 +99,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         )
         .map_err(|e| e.message)?,
     );
-    let relay = Relay::new(store, config.limits.clone(), keys);
+    let relay = Relay::new(store, config.relay_limits(), keys);
 
     let listener = TcpListener::bind(config.grpc_addr).await.map_err(|e| {
         format!(

@@ -10,6 +10,7 @@ use cohort_crypto::identity::{
 };
 use cohort_wire::cohort::admin_client::AdminClient;
 use cohort_wire::cohort::auth_client::AuthClient;
+use cohort_wire::cohort::directory_client::DirectoryClient;
 use cohort_wire::cohort::keys_client::KeysClient;
 use cohort_wire::cohort::sessions_client::SessionsClient;
 use cohort_wire::cohort::{GetChallengeRequest, LoginRequest};
@@ -69,6 +70,9 @@ pub fn keys_with(channel: &Channel, bearer: Bearer) -> KeysClient<Authed> {
 pub fn admin_with(channel: &Channel, bearer: Bearer) -> AdminClient<Authed> {
     AdminClient::with_interceptor(channel.clone(), bearer)
 }
+pub fn directory_with(channel: &Channel, bearer: Bearer) -> DirectoryClient<Authed> {
+    DirectoryClient::with_interceptor(channel.clone(), bearer)
+}
 
 /// A logged-in party: its id, identity key and access token.
 pub struct Party {
@@ -95,6 +99,9 @@ impl Party {
     }
     pub fn admin(&self) -> AdminClient<Authed> {
         admin_with(&self.channel, self.bearer())
+    }
+    pub fn directory(&self) -> DirectoryClient<Authed> {
+        directory_with(&self.channel, self.bearer())
     }
     /// The signature `PublishEncryptionKey` wants over `encryption_key`.
     pub fn sign_encryption_key(&self, encryption_key: &[u8]) -> Vec<u8> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cohort_crypto::identity::IdentityKey;
 use cohort_server::{Config, Running};
-use cohort_wire::cohort::CreateSessionRequest;
+use cohort_wire::cohort::{CreateSessionRequest, EnrollRequest};
 use cohort_wire::router::{
     JoinSessionRequest, MarkPartyReadyRequest, RegisterPartyRequest, RouteMessageRequest,
     SessionEvent, SubscribeMessagesRequest, SubscribeSessionEventsRequest,
@@ -80,11 +80,18 @@ impl Relay {
         p
     }
 
-    /// Logs a new party in with a fresh identity key.
+    /// Enrolls `id` to a fresh identity key (as the coordinator) and logs it in.
     pub async fn party(&self, id: &str) -> Party {
-        let p = login(&self.channel, id, IdentityKey::generate()).await;
+        let key = IdentityKey::generate();
+        self.enroll(id, &key).await;
+        let p = login(&self.channel, id, key).await;
         assert!(!p.coordinator);
         p
+    }
+
+    /// The coordinator enrolls `id` to `key` (Directory/Enroll), so `key` may log in as it.
+    pub async fn enroll(&self, id: &str, key: &IdentityKey) {
+        enroll(&self.coordinator().await, id, key).await;
     }
 
     /// Logs a new party in and registers it with `role`.
@@ -99,6 +106,19 @@ impl Relay {
             s.shutdown().await.expect("clean shutdown");
         }
     }
+}
+
+/// `coordinator` enrolls `id` to `key` (Directory/Enroll).
+pub async fn enroll(coordinator: &Party, id: &str, key: &IdentityKey) {
+    coordinator
+        .directory()
+        .enroll(EnrollRequest {
+            party_id: id.into(),
+            identity_key: key.public().to_vec(),
+            role: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Enroll of {id}: {e}"));
 }
 
 pub async fn register(p: &Party, role: &str) {
