@@ -62,7 +62,9 @@ enum Command {
         curve: Curve,
     },
     /// Run a party: join the sessions this party is selected for, keep its key shares in an
-    /// encrypted key store (passphrase from $COHORT_PASSPHRASE, or --key-file).
+    /// encrypted key store (passphrase from $COHORT_PASSPHRASE, or --key-file). The relay
+    /// admits it once a coordinator enrolled its identity key (`--print-identity` prints it
+    /// for `cohort enroll`).
     Party {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         relay: String,
@@ -81,6 +83,10 @@ enum Command {
         coordinators: Vec<String>,
         #[arg(long, default_value = "./cohort-data/coordinator.key")]
         coordinator_key: PathBuf,
+        /// Print this party's identity public key (hex), for `cohort enroll`, and exit. Creates
+        /// the key store if it does not exist yet.
+        #[arg(long)]
+        print_identity: bool,
     },
     /// Coordinator: enroll a party, binding its party id to its Ed25519 identity key, so that
     /// key alone may log in as it (`cohort party` logs its key at start).
@@ -201,6 +207,7 @@ fn main() -> ExitCode {
                 passphrase_env,
                 coordinators,
                 coordinator_key,
+                print_identity,
             } => {
                 threshold::party(threshold::PartyArgs {
                     relay,
@@ -210,6 +217,7 @@ fn main() -> ExitCode {
                     passphrase_env,
                     coordinators,
                     coordinator_key,
+                    print_identity,
                 })
                 .await
             }

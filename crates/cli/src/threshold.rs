@@ -338,6 +338,8 @@ pub struct PartyArgs {
     pub passphrase_env: String,
     pub coordinators: Vec<String>,
     pub coordinator_key: PathBuf,
+    /// Print the identity public key (hex) and exit, creating the key store if missing.
+    pub print_identity: bool,
 }
 
 /// `cohort party`: a long-running party daemon.
@@ -361,6 +363,10 @@ pub async fn party(a: PartyArgs) -> Result<(), String> {
             ))
         }
     };
+    if a.print_identity {
+        println!("{}", hex::encode(identity.public()));
+        return Ok(());
+    }
     let trusted = trusted_coordinators(&a.coordinators, &a.coordinator_key)?;
     // The operator enrolls this key before the relay admits it under the party id.
     tracing::info!(

@@ -13,7 +13,7 @@ use cohort_wire::cohort::auth_client::AuthClient;
 use cohort_wire::cohort::directory_client::DirectoryClient;
 use cohort_wire::cohort::keys_client::KeysClient;
 use cohort_wire::cohort::sessions_client::SessionsClient;
-use cohort_wire::cohort::{GetChallengeRequest, LoginRequest};
+use cohort_wire::cohort::{EnrollRequest, GetChallengeRequest, LoginRequest};
 use cohort_wire::router::message_router_client::MessageRouterClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -144,6 +144,19 @@ pub async fn login(channel: &Channel, party_id: &str, key: IdentityKey) -> Party
         token_expires_at: answer.expires_at,
         channel: channel.clone(),
     }
+}
+
+/// `coordinator` enrolls `id` to `key` (Directory/Enroll), so `key` may log in as it.
+pub async fn enroll(coordinator: &Party, id: &str, key: &IdentityKey) {
+    coordinator
+        .directory()
+        .enroll(EnrollRequest {
+            party_id: id.into(),
+            identity_key: key.public().to_vec(),
+            role: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Enroll of {id}: {e}"));
 }
 
 /// The next item of a server stream; panics if the stream fails, ends, or stays silent for

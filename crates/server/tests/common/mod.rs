@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cohort_crypto::identity::IdentityKey;
 use cohort_server::{Config, Running};
-use cohort_wire::cohort::{CreateSessionRequest, EnrollRequest};
+use cohort_wire::cohort::CreateSessionRequest;
 use cohort_wire::router::{
     JoinSessionRequest, MarkPartyReadyRequest, RegisterPartyRequest, RouteMessageRequest,
     SessionEvent, SubscribeMessagesRequest, SubscribeSessionEventsRequest,
@@ -106,19 +106,6 @@ impl Relay {
             s.shutdown().await.expect("clean shutdown");
         }
     }
-}
-
-/// `coordinator` enrolls `id` to `key` (Directory/Enroll).
-pub async fn enroll(coordinator: &Party, id: &str, key: &IdentityKey) {
-    coordinator
-        .directory()
-        .enroll(EnrollRequest {
-            party_id: id.into(),
-            identity_key: key.public().to_vec(),
-            role: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("Enroll of {id}: {e}"));
 }
 
 pub async fn register(p: &Party, role: &str) {
