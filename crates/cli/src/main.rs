@@ -62,7 +62,9 @@ enum Command {
         curve: Curve,
     },
     /// Run a party: join the sessions this party is selected for, keep its key shares in an
-    /// encrypted key store (passphrase from $COHORT_PASSPHRASE, or --key-file).
+    /// encrypted key store (passphrase from $COHORT_PASSPHRASE, or --key-file). The relay
+    /// admits it once a coordinator enrolled its identity key (`--print-identity` prints it
+    /// for `cohort enroll`).
     Party {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         relay: String,
@@ -79,6 +81,27 @@ enum Command {
         /// --coordinator-key.
         #[arg(long = "coordinator")]
         coordinators: Vec<String>,
+        #[arg(long, default_value = "./cohort-data/coordinator.key")]
+        coordinator_key: PathBuf,
+        /// Print this party's identity public key (hex), for `cohort enroll`, and exit. Creates
+        /// the key store if it does not exist yet.
+        #[arg(long)]
+        print_identity: bool,
+    },
+    /// Coordinator: enroll a party, binding its party id to its Ed25519 identity key, so that
+    /// key alone may log in as it (`cohort party` logs its key at start).
+    Enroll {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        relay: String,
+        #[arg(long)]
+        party_id: String,
+        /// The party's identity public key, 64 hex characters.
+        #[arg(long)]
+        key: String,
+        /// The only role the party may register with: persistent, delegate or temporary.
+        /// Default: any.
+        #[arg(long, default_value = "")]
+        role: String,
         #[arg(long, default_value = "./cohort-data/coordinator.key")]
         coordinator_key: PathBuf,
     },
@@ -184,6 +207,7 @@ fn main() -> ExitCode {
                 passphrase_env,
                 coordinators,
                 coordinator_key,
+                print_identity,
             } => {
                 threshold::party(threshold::PartyArgs {
                     relay,
@@ -193,9 +217,17 @@ fn main() -> ExitCode {
                     passphrase_env,
                     coordinators,
                     coordinator_key,
+                    print_identity,
                 })
                 .await
             }
+            Command::Enroll {
+                relay,
+                party_id,
+                key,
+                role,
+                coordinator_key,
+            } => threshold::enroll(&relay, &coordinator_key, &party_id, &key, &role).await,
             Command::Keygen {
                 relay,
                 parties,

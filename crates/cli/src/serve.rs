@@ -35,6 +35,14 @@ pub async fn run(o: Overrides) -> Result<(), String> {
         config.durability = d;
     }
     let running = cohort_server::start(config.clone()).await?;
+    if config.open_enrollment {
+        tracing::warn!(
+            "open enrollment is on: any party id nobody holds is bound to the first key that \
+             logs in with it, so whoever reaches the relay first can take a signer's id; for \
+             development and demos only. Turn it off (open_enrollment = false, \
+             COHORT_OPEN_ENROLLMENT=false) and enroll parties with `cohort enroll`"
+        );
+    }
     if let Some(path) = &running.created_coordinator_key {
         tracing::info!(
             path = %path.display(),

@@ -1,4 +1,5 @@
-//! `cohort demo`, `cohort party`, `cohort keygen`, `cohort sign`: FROST through a relay.
+//! `cohort demo`, `cohort party`, `cohort enroll`, `cohort keygen`, `cohort sign`: FROST
+//! through a relay.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,25 +94,12 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     let t = phase(
         2,
         5,
-        &format!("connecting {} parties over gRPC ({url})", args.parties),
+        &format!(
+            "enrolling and connecting {} parties over gRPC ({url})",
+            args.parties
+        ),
     );
     let trusted = vec![coordinator_key.public()];
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut names = Vec::new();
-    let mut tasks = Vec::new();
-    for i in 1..=args.parties {
-        let name = format!("party-{i}");
-        let node = connect_party(
-            &url,
-            &name,
-            &dir.path().join(format!("{name}.keys")),
-            &trusted,
-        )
-        .await?;
-        let stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move { node.serve(stop).await }));
-        names.push(name);
-    }
     let coordinator = Coordinator::new(
         Client::connect(
             &url,
@@ -122,6 +110,23 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?,
         coordinator_key,
     );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut names = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 1..=args.parties {
+        let name = format!("party-{i}");
+        let node = connect_party(
+            &url,
+            &name,
+            &dir.path().join(format!("{name}.keys")),
+            &trusted,
+            coordinator.client(),
+        )
+        .await?;
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move { node.serve(stop).await }));
+        names.push(name);
+    }
     let t_connect = done(t);
 
     let t = phase(
@@ -212,13 +217,15 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Logs a party in, registers it, publishes its encryption key and opens its key store
-/// (a fresh one, for the demo and the benchmarks).
+/// Makes a party a fresh identity key, has `enroller` (a coordinator) enroll it, logs it in,
+/// registers it, publishes its encryption key and opens its key store (a fresh one, for the
+/// demo and the benchmarks).
 pub(crate) async fn connect_party(
     url: &str,
     name: &str,
     keys: &Path,
     trusted: &[[u8; 32]],
+    enroller: &Client,
 ) -> Result<PartyNode, String> {
     // A random key file (held in memory) encrypts the throwaway store: Argon2 on a
     // passphrase would cost more than a whole signing.
@@ -229,6 +236,10 @@ pub(crate) async fn connect_party(
     let identity = IdentityKey::generate();
     store
         .put("identity", &identity.to_bytes())
+        .map_err(|e| e.to_string())?;
+    enroller
+        .enroll(name, &identity.public(), "persistent")
+        .await
         .map_err(|e| e.to_string())?;
     start_party(url, name, identity, store, trusted).await
 }
@@ -327,6 +338,8 @@ pub struct PartyArgs {
     pub passphrase_env: String,
     pub coordinators: Vec<String>,
     pub coordinator_key: PathBuf,
+    /// Print the identity public key (hex) and exit, creating the key store if missing.
+    pub print_identity: bool,
 }
 
 /// `cohort party`: a long-running party daemon.
@@ -350,7 +363,19 @@ pub async fn party(a: PartyArgs) -> Result<(), String> {
             ))
         }
     };
+    if a.print_identity {
+        println!("{}", hex::encode(identity.public()));
+        return Ok(());
+    }
     let trusted = trusted_coordinators(&a.coordinators, &a.coordinator_key)?;
+    // The operator enrolls this key before the relay admits it under the party id.
+    tracing::info!(
+        party = %a.party_id,
+        identity_key = %hex::encode(identity.public()),
+        "identity key (enroll it with `cohort enroll --party-id {} --key {}`)",
+        a.party_id,
+        hex::encode(identity.public())
+    );
     let node = start_party(&a.relay, &a.party_id, identity, store, &trusted).await?;
     tracing::info!(party = %a.party_id, relay = %a.relay, "party online; waiting for sessions");
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -384,6 +409,37 @@ async fn coordinator(relay: &str, key_file: &Path) -> Result<Arc<Coordinator>, S
         ));
     }
     Ok(Arc::new(Coordinator::new(client, key)))
+}
+
+/// `cohort enroll`: as a coordinator, binds `party_id` to the Ed25519 key `key_hex` on the
+/// relay, so that key alone may log in as it.
+pub async fn enroll(
+    relay: &str,
+    key_file: &Path,
+    party_id: &str,
+    key_hex: &str,
+    role: &str,
+) -> Result<(), String> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(key_hex.trim(), &mut key).map_err(|_| {
+        format!(
+            "--key {key_hex:?} is not 64 hex characters (a party's Ed25519 identity public key; `cohort party` logs it at start)"
+        )
+    })?;
+    let c = coordinator(relay, key_file).await?;
+    let e = c
+        .client()
+        .enroll(party_id, &key, role)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("party id           {}", e.party_id);
+    println!("identity key       {}", hex::encode(&e.identity_key));
+    println!(
+        "role               {}",
+        if e.role.is_empty() { "any" } else { &e.role }
+    );
+    println!("enrolled by        {}", e.enrolled_by);
+    Ok(())
 }
 
 /// `cohort keygen`.

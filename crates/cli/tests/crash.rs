@@ -185,8 +185,15 @@ async fn sigkill_while_senders_run_loses_and_corrupts_nothing_acknowledged() {
     let mut senders = Vec::new();
     for (i, secret) in sender_secrets.iter().enumerate() {
         let key = IdentityKey::from_bytes(secret);
+        enroll(&coord, &format!("sender-{i}"), &key).await;
         senders.push(login(&channel, &format!("sender-{i}"), key).await);
     }
+    enroll(
+        &coord,
+        "receiver",
+        &IdentityKey::from_bytes(&receiver_secret),
+    )
+    .await;
     let receiver = login(
         &channel,
         "receiver",
@@ -355,8 +362,11 @@ async fn sigterm_ends_open_streams_and_exits_zero() {
     )
     .await;
     let alice_secret = IdentityKey::generate().to_bytes();
+    let bob_key = IdentityKey::generate();
+    enroll(&coord, "alice", &IdentityKey::from_bytes(&alice_secret)).await;
+    enroll(&coord, "bob", &bob_key).await;
     let a = login(&channel, "alice", IdentityKey::from_bytes(&alice_secret)).await;
-    let b = login(&channel, "bob", IdentityKey::generate()).await;
+    let b = login(&channel, "bob", bob_key).await;
     let sid = running_session(&coord, &[&a, &b]).await;
     let mut stream = b
         .router()
@@ -439,7 +449,15 @@ async fn refused_calls_are_logged_with_method_party_and_code_but_never_the_token
         .await
         .expect_err("a forged token is refused");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    let alice = login(&channel, "alice", IdentityKey::generate()).await;
+    let coord = login(
+        &channel,
+        "coordinator",
+        IdentityKey::from_bytes(&coordinator.to_bytes()),
+    )
+    .await;
+    let alice_key = IdentityKey::generate();
+    enroll(&coord, "alice", &alice_key).await;
+    let alice = login(&channel, "alice", alice_key).await;
     let refused = alice
         .router()
         .heartbeat(cohort_wire::router::HeartbeatRequest {

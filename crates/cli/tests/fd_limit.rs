@@ -115,7 +115,10 @@ async fn eleven_hundred_silent_connections_at_1024_descriptors_do_not_lock_clien
         })
         .await;
         if let Ok(Some(channel)) = attempt {
-            login(&channel, "newcomer", IdentityKey::generate()).await;
+            // An unenrolled newcomer logs in under its key's own id.
+            let key = IdentityKey::generate();
+            let id = cohort_crypto::identity::key_party_id(&key.public());
+            login(&channel, &id, key).await;
             break;
         }
         assert!(

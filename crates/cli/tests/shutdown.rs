@@ -53,6 +53,8 @@ async fn sigterm_exits_within_the_grace_period_with_silent_and_preface_only_conn
         .args(["--grpc-addr", "127.0.0.1:0", "--metrics-addr", "off"])
         .env_remove("COHORT_COORDINATOR_KEYS")
         .env("COHORT_LOG", "info")
+        // About shutdown, not identity: named parties log in.
+        .env("COHORT_OPEN_ENROLLMENT", "true")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log file"))

@@ -11,6 +11,7 @@ use std::time::Duration;
 use cohort_crypto::identity::{login_message, IdentityKey, LOGIN_DOMAIN};
 use cohort_crypto::seal::EncryptionKeyPair;
 use cohort_wire::cohort::auth_client::AuthClient;
+use cohort_wire::cohort::directory_client::DirectoryClient;
 use cohort_wire::cohort::keys_client::KeysClient;
 use cohort_wire::cohort::mailbox_client::MailboxClient;
 use cohort_wire::cohort::sessions_client::SessionsClient;
@@ -184,8 +185,10 @@ fn normalize_url(url: &str) -> Result<String, ClientError> {
 
 impl Client {
     /// Connects to the relay at `url` (`http://host:port`; a bare `host:port` is accepted) and
-    /// logs in as `party_id` with `identity`. The party id is bound to the identity key at
-    /// its first login.
+    /// logs in as `party_id` with `identity`. The relay admits the key under a party id a
+    /// coordinator enrolled to it ([`Client::enroll`]), or under the key's own id
+    /// ([`cohort_crypto::identity::key_party_id`]); a relay run with open enrollment also
+    /// binds a free id to the first key that logs in with it.
     pub async fn connect(
         url: &str,
         party_id: &str,
@@ -268,6 +271,10 @@ impl Client {
 
     pub(crate) fn keys_rpc(&self) -> KeysClient<Authed> {
         KeysClient::with_interceptor(self.inner.channel.clone(), self.inner.bearer.clone())
+    }
+
+    pub(crate) fn directory_rpc(&self) -> DirectoryClient<Authed> {
+        DirectoryClient::with_interceptor(self.inner.channel.clone(), self.inner.bearer.clone())
     }
 
     pub(crate) fn mailbox_rpc(&self) -> MailboxClient<Authed> {

@@ -7,8 +7,8 @@
 //! the reader acknowledges in order.
 //!
 //! - [`Client`]: connect and log in (challenge signed by the party's Ed25519 identity key),
-//!   register, heartbeat, publish and fetch encryption keys (signatures verified), create,
-//!   join and report on sessions.
+//!   enroll parties (coordinators), register, heartbeat, publish and fetch encryption keys
+//!   (signatures verified), create, join and report on sessions.
 //! - [`SessionEvents`]: session lifecycle events, reconnecting when the stream drops.
 //! - [`Inbox`]: a session's mailbox, resumed after a dropped connection or a relay restart
 //!   from the last seq acknowledged, with redeliveries dropped by message id; the consumer
@@ -23,6 +23,7 @@
 mod backoff;
 mod client;
 mod directory;
+mod enrollment;
 mod error;
 mod events;
 mod inbox;
@@ -41,7 +42,7 @@ pub use secure::{Opened, SecureSession};
 pub use sessions::{CreateSession, Created, JoinInfo};
 
 /// Wire types that appear in this API.
-pub use cohort_wire::cohort::{Participant, SessionSummary};
+pub use cohort_wire::cohort::{Enrollment, Participant, SessionSummary};
 pub use cohort_wire::router::{
     DelegateUserShare, GetMessageStatusResponse, MessageDeliveryStatus, NotificationChannel,
     RegisteredParty,

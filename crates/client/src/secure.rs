@@ -3,6 +3,11 @@
 //! encryption key (see `cohort_crypto::envelope`). The relay sees ciphertext and signatures
 //! only; it can delay or drop messages, but what it alters or forges is detected here and
 //! blamed on the party named as sender.
+//!
+//! A session names each participant's identity key. A payload is verified against the key
+//! the session names for its sender, never merely the one the sender published, and nothing
+//! is sealed to a party whose published key another identity signed: a key that took a
+//! participant's id (before enrollment, or through a relay that lies) is refused.
 
 use std::collections::HashMap;
 
@@ -38,6 +43,10 @@ pub struct SecureSession {
     inbox: Inbox,
     my_key: EncryptionKeyPair,
     peers: HashMap<String, PeerKeys>,
+    /// The identity key the session names for each participant: given when the session
+    /// channel was made (from a descriptor this party verified), or read from the relay's
+    /// session when first needed.
+    named: Option<HashMap<String, [u8; 32]>>,
     /// A message whose sender's keys could not be fetched yet; tried again first.
     held: Option<Received>,
 }
@@ -56,7 +65,32 @@ fn reject_reason(e: EnvelopeError) -> RejectReason {
 impl Client {
     /// The sealed channel of `session_id`, opening this party's mailbox for it. Needs this
     /// client's encryption key ([`Client::publish_encryption_key`]).
+    ///
+    /// Each participant's identity key is the one the relay's session names (read once, when
+    /// first needed). When this party has the keys from a source it trusts more than the
+    /// relay, such as a descriptor the coordinator signed, use
+    /// [`Client::secure_session_with_identities`].
     pub fn secure_session(&self, session_id: &str) -> Result<SecureSession, ClientError> {
+        self.secure_session_named(session_id, None)
+    }
+
+    /// [`Client::secure_session`] with each participant's identity key given by the caller
+    /// (party id -> Ed25519 key): a payload signed by any other key for that party is refused,
+    /// and nothing is sealed to an encryption key another identity signed. Parties not in
+    /// `identities` are checked against the key they published.
+    pub fn secure_session_with_identities(
+        &self,
+        session_id: &str,
+        identities: HashMap<String, [u8; 32]>,
+    ) -> Result<SecureSession, ClientError> {
+        self.secure_session_named(session_id, Some(identities))
+    }
+
+    fn secure_session_named(
+        &self,
+        session_id: &str,
+        named: Option<HashMap<String, [u8; 32]>>,
+    ) -> Result<SecureSession, ClientError> {
         let my_key = self
             .encryption_key()
             .ok_or(ClientError::NoOwnEncryptionKey)?;
@@ -65,6 +99,7 @@ impl Client {
             inbox: self.messages(session_id),
             my_key,
             peers: HashMap::new(),
+            named,
             held: None,
         })
     }
@@ -79,14 +114,56 @@ impl SecureSession {
         &self.client
     }
 
-    /// `party_id`'s verified keys, from the cache or the relay.
+    /// `party_id`'s verified keys, from the cache or the relay. Refused
+    /// ([`ClientError::IdentityChanged`]) when the identity that signed its published
+    /// encryption key is not the one the session names for it.
     pub async fn peer(&mut self, party_id: &str) -> Result<PeerKeys, ClientError> {
         if let Some(k) = self.peers.get(party_id) {
             return Ok(*k);
         }
         let k = self.client.peer(party_id).await?;
+        if let Some(named) = self.named_identity(party_id).await? {
+            if named != k.identity {
+                return Err(ClientError::IdentityChanged {
+                    url: self.client.url().to_string(),
+                    party_id: party_id.to_string(),
+                    known: hex::encode(named),
+                    returned: hex::encode(k.identity),
+                });
+            }
+        }
         self.peers.insert(party_id.to_string(), k);
         Ok(k)
+    }
+
+    /// The identity key the session names for `party_id`, reading the session from the relay
+    /// the first time. `None` if the session names none for it.
+    pub async fn named_identity(
+        &mut self,
+        party_id: &str,
+    ) -> Result<Option<[u8; 32]>, ClientError> {
+        if self.named.is_none() {
+            let summary = self.client.session(self.session_id()).await?;
+            let named = summary
+                .participants
+                .iter()
+                .filter_map(|p| {
+                    let key: [u8; 32] = p.identity_key.as_slice().try_into().ok()?;
+                    Some((p.party_id.clone(), key))
+                })
+                .collect();
+            self.named = Some(named);
+        }
+        Ok(self.named.as_ref().and_then(|n| n.get(party_id)).copied())
+    }
+
+    /// The key `from`'s payloads must be signed with: the one the session names, or (if it
+    /// names none) the identity that signed `from`'s published encryption key.
+    async fn sender_identity(&mut self, from: &str) -> Result<[u8; 32], ClientError> {
+        match self.named_identity(from).await? {
+            Some(named) => Ok(named),
+            None => Ok(self.peer(from).await?.identity),
+        }
     }
 
     /// Sends `body` to `to` (sealed to its verified encryption key) or, with `None`, to every
@@ -136,7 +213,7 @@ impl SecureSession {
             Some(m) => m,
             None => self.inbox.recv().await?,
         };
-        let sender = match self.peer(&m.from).await {
+        let sender_identity = match self.sender_identity(&m.from).await {
             Ok(k) => k,
             Err(e) => {
                 self.held = Some(m);
@@ -152,7 +229,7 @@ impl SecureSession {
             message_type: m.message_type.clone(),
         };
         let my_key = (!m.is_broadcast).then_some(&self.my_key);
-        match open_envelope(&ctx, &sender.identity, my_key, &m.payload) {
+        match open_envelope(&ctx, &sender_identity, my_key, &m.payload) {
             Ok(body) => Ok(Opened {
                 message_id: m.message_id,
                 from: m.from,

@@ -36,13 +36,17 @@ pub struct CreateSession {
     /// Opaque session descriptor, stored and returned as is, and its signature.
     pub descriptor: Vec<u8>,
     pub descriptor_signature: Vec<u8>,
+    /// Party id -> the identity key that alone may join as it. Parties left out get the key
+    /// their id is enrolled to on the relay.
+    pub party_keys: HashMap<String, [u8; 32]>,
 }
 
 /// A session the relay created (or had created for the same idempotency key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Created {
     pub session_id: String,
-    /// Party id -> its single-use join token.
+    /// Party id -> its join token. Empty when `created` is false: the relay hands tokens out
+    /// once (each party also gets its own in its `session_created` event).
     pub join_tokens: HashMap<String, String>,
     pub participants: Vec<Participant>,
     /// ms since the Unix epoch.
@@ -144,6 +148,11 @@ impl Client {
             idempotency_key,
             descriptor: req.descriptor,
             descriptor_signature: req.descriptor_signature,
+            party_keys: req
+                .party_keys
+                .into_iter()
+                .map(|(p, k)| (p, k.to_vec()))
+                .collect(),
         };
         let r = self
             .call("Sessions/CreateSession", || {

@@ -16,7 +16,9 @@ use tokio_stream::StreamExt;
 #[tokio::test]
 async fn login_register_and_heartbeat_mark_the_party_online() {
     let relay = TestRelay::start().await;
-    let alice = Client::connect(&relay.url(), "alice", IdentityKey::generate())
+    let key = IdentityKey::generate();
+    relay.enroll("alice", &key).await;
+    let alice = Client::connect(&relay.url(), "alice", key)
         .await
         .expect("alice logs in");
     assert!(!alice.is_coordinator());
@@ -44,7 +46,9 @@ async fn login_register_and_heartbeat_mark_the_party_online() {
 #[tokio::test]
 async fn expired_token_is_renewed_by_logging_in_again() {
     let relay = TestRelay::start_with(|c| c.limits.token_ttl_ms = 300).await;
-    let alice = Client::connect(&relay.url(), "alice", IdentityKey::generate())
+    let key = IdentityKey::generate();
+    relay.enroll("alice", &key).await;
+    let alice = Client::connect(&relay.url(), "alice", key)
         .await
         .expect("alice logs in");
     alice
@@ -66,14 +70,16 @@ async fn expired_token_is_renewed_by_logging_in_again() {
 #[tokio::test]
 async fn relay_errors_name_the_url_the_call_and_the_status() {
     let relay = TestRelay::start().await;
-    let _alice = Client::connect(&relay.url(), "alice", IdentityKey::generate())
+    let key = IdentityKey::generate();
+    relay.enroll("alice", &key).await;
+    let _alice = Client::connect(&relay.url(), "alice", key)
         .await
         .expect("alice logs in");
 
     // Another key claiming alice's id is refused by the relay.
     let err = Client::connect(&relay.url(), "alice", IdentityKey::generate())
         .await
-        .expect_err("the id is bound to the first key");
+        .expect_err("the id is enrolled to another key");
     let text = err.to_string();
     assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{text}");
     assert!(text.contains(&relay.url()), "{text}");
@@ -108,7 +114,7 @@ async fn three_parties_exchange_sealed_broadcasts_and_point_to_point_messages() 
     let names = ["alice", "bob", "carol"];
     let mut parties = Vec::new();
     for name in names {
-        parties.push(party(&url, name).await);
+        parties.push(party(&relay, &url, name).await);
     }
 
     // Each party learns of the session, and its own join token, from its event stream.
@@ -254,9 +260,9 @@ async fn redelivery_after_a_dropped_connection_is_yielded_once() {
     let relay = TestRelay::start().await;
     let proxy = Proxy::start(relay.addr).await;
     let coord = coordinator(&relay).await;
-    let alice = party(&relay.url(), "alice").await;
+    let alice = party(&relay, &relay.url(), "alice").await;
     // Bob reaches the relay through a proxy whose connections the test cuts.
-    let bob = party(&proxy.url(), "bob").await;
+    let bob = party(&relay, &proxy.url(), "bob").await;
     let (sid, _) = started_session(&coord, &[&alice, &bob]).await;
 
     let mut inbox = bob.messages(&sid);
@@ -307,8 +313,8 @@ async fn redelivery_after_a_dropped_connection_is_yielded_once() {
 async fn unacknowledged_message_comes_back_to_a_new_inbox() {
     let relay = TestRelay::start().await;
     let coord = coordinator(&relay).await;
-    let alice = party(&relay.url(), "alice").await;
-    let bob = party(&relay.url(), "bob").await;
+    let alice = party(&relay, &relay.url(), "alice").await;
+    let bob = party(&relay, &relay.url(), "bob").await;
     let (sid, _) = started_session(&coord, &[&alice, &bob]).await;
 
     let acked = alice
@@ -341,8 +347,8 @@ async fn inbox_and_event_stream_resume_after_the_relay_restarts() {
     let mut relay = TestRelay::start().await;
     let url = relay.url();
     let coord = coordinator(&relay).await;
-    let alice = party(&url, "alice").await;
-    let bob = party(&url, "bob").await;
+    let alice = party(&relay, &url, "alice").await;
+    let bob = party(&relay, &url, "bob").await;
     let (sid, _) = started_session(&coord, &[&alice, &bob]).await;
 
     let mut inbox = bob.messages(&sid);
@@ -387,8 +393,8 @@ async fn inbox_and_event_stream_resume_after_the_relay_restarts() {
 async fn send_waits_out_a_relay_restart() {
     let mut relay = TestRelay::start().await;
     let coord = coordinator(&relay).await;
-    let alice = party(&relay.url(), "alice").await;
-    let bob = party(&relay.url(), "bob").await;
+    let alice = party(&relay, &relay.url(), "alice").await;
+    let bob = party(&relay, &relay.url(), "bob").await;
     let (sid, _) = started_session(&coord, &[&alice, &bob]).await;
 
     relay.stop().await;
@@ -417,11 +423,12 @@ async fn tampered_sealed_payloads_are_refused_naming_the_sender() {
     let coord = coordinator(&relay).await;
     let alice_key = IdentityKey::generate();
     let alice_secret = alice_key.to_bytes();
+    relay.enroll("alice", &alice_key).await;
     let alice = Client::connect_with(&relay.url(), "alice", alice_key, fast_options())
         .await
         .expect("alice");
     alice.generate_encryption_key().await.expect("alice key");
-    let bob = party(&relay.url(), "bob").await;
+    let bob = party(&relay, &relay.url(), "bob").await;
     let (sid, _) = started_session(&coord, &[&alice, &bob]).await;
     let bob_enc = bob.encryption_keys(&["bob"]).await.expect("keys")["bob"];
     assert_eq!(bob_enc, bob.encryption_key().expect("kept").public());
@@ -500,8 +507,10 @@ async fn tampered_sealed_payloads_are_refused_naming_the_sender() {
 async fn sealing_needs_published_keys_and_names_the_party_without_one() {
     let relay = TestRelay::start().await;
     let coord = coordinator(&relay).await;
-    let alice = party(&relay.url(), "alice").await;
-    let bob = Client::connect(&relay.url(), "bob", IdentityKey::generate())
+    let alice = party(&relay, &relay.url(), "alice").await;
+    let bob_key = IdentityKey::generate();
+    relay.enroll("bob", &bob_key).await;
+    let bob = Client::connect(&relay.url(), "bob", bob_key)
         .await
         .expect("bob");
     let (sid, _) = started_session(&coord, &[&alice, &bob]).await;
@@ -524,4 +533,112 @@ async fn sealing_needs_published_keys_and_names_the_party_without_one() {
         .await
         .expect("keys");
     assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["alice"]);
+}
+
+#[tokio::test]
+async fn an_unenrolled_key_is_told_to_enroll_and_may_log_in_under_its_own_id() {
+    let relay = TestRelay::start().await;
+    let key = IdentityKey::generate();
+    let public = key.public();
+    let err = Client::connect(&relay.url(), "treasury-signer-1", key)
+        .await
+        .expect_err("not enrolled");
+    let text = err.to_string();
+    assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{text}");
+    assert!(text.contains("Auth/Login"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cohort enroll --party-id treasury-signer-1 --key {}",
+            hex::encode(public)
+        )),
+        "names the fix: {text}"
+    );
+
+    let key = IdentityKey::generate();
+    let own = cohort_crypto::identity::key_party_id(&key.public());
+    let me = Client::connect(&relay.url(), &own, key)
+        .await
+        .expect("a key logs in under its own id without enrollment");
+    assert_eq!(me.party_id(), own);
+
+    // Enrolled (by the SDK's coordinator call), the owner logs in.
+    let coord = coordinator(&relay).await;
+    let owner = IdentityKey::generate();
+    let e = coord
+        .enroll("treasury-signer-1", &owner.public(), "persistent")
+        .await
+        .expect("enroll");
+    assert_eq!(
+        (e.source.as_str(), e.role.as_str()),
+        ("enrolled", "persistent")
+    );
+    let listed = coord
+        .enrolled_keys(&["treasury-signer-1"])
+        .await
+        .expect("enrolled keys");
+    assert_eq!(listed, vec![owner.public()]);
+    Client::connect(&relay.url(), "treasury-signer-1", owner)
+        .await
+        .expect("the enrolled owner logs in");
+}
+
+#[tokio::test]
+async fn a_payload_signed_by_another_key_than_the_session_names_is_refused() {
+    // Open enrollment, and a coordinator that names no keys: the relay admits whoever took
+    // "bob" first. Alice holds bob's real key from a source she trusts (a signed descriptor).
+    let relay = TestRelay::start_with(|c| c.open_enrollment = true).await;
+    let coord = coordinator(&relay).await;
+    let real_bob = IdentityKey::generate();
+    let squatter =
+        Client::connect_with(&relay.url(), "bob", IdentityKey::generate(), fast_options())
+            .await
+            .expect("open enrollment: the first key takes bob");
+    squatter
+        .generate_encryption_key()
+        .await
+        .expect("squatter publishes a key");
+    let alice = party(&relay, &relay.url(), "alice").await;
+    let (sid, _) = started_session(&coord, &[&alice, &squatter]).await;
+
+    let mut squatter_session = squatter.secure_session(&sid).expect("secure");
+    squatter_session
+        .send_sealed(None, 1, "commitments", b"as bob")
+        .await
+        .expect("the relay takes it: the session it made names the squatter's key");
+
+    // Trusting the relay's names (the squatter's key), the payload opens: the check below
+    // is what refuses it. Not acknowledged, so it comes again to the next inbox.
+    {
+        let mut trusting = alice.secure_session(&sid).expect("secure");
+        let opened = within("relay-named", trusting.recv_opened())
+            .await
+            .expect("opens under the relay's names");
+        assert_eq!(opened.body, b"as bob");
+    }
+
+    let named = [
+        ("alice".to_string(), alice.identity_public()),
+        ("bob".to_string(), real_bob.public()),
+    ]
+    .into_iter()
+    .collect();
+    let mut alice_session = alice
+        .secure_session_with_identities(&sid, named)
+        .expect("secure");
+    let err = within("refusal", alice_session.recv_opened())
+        .await
+        .expect_err("signed by a key the session does not name");
+    let rejected = err.rejected().expect("a Rejected error").clone();
+    assert_eq!(rejected.culprit, "bob");
+    assert_eq!(rejected.reason, RejectReason::BadSignature);
+
+    // Nor does alice seal anything to the squatter's encryption key.
+    let err = alice_session
+        .send_sealed(Some("bob"), 2, "share", b"secret share")
+        .await
+        .expect_err("bob's published key is signed by another identity");
+    assert!(
+        matches!(&err, ClientError::IdentityChanged { party_id, .. } if party_id == "bob"),
+        "{err}"
+    );
 }

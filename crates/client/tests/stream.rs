@@ -11,8 +11,8 @@ async fn a_send_whose_answer_was_lost_is_repeated_under_its_client_id_and_stored
     let proxy = Proxy::start(relay.addr).await;
     let coord = coordinator(&relay).await;
     // Alice reaches the relay through a proxy that loses the relay's answers, then cuts.
-    let alice = party(&proxy.url(), "alice").await;
-    let bob = party(&relay.url(), "bob").await;
+    let alice = party(&relay, &proxy.url(), "alice").await;
+    let bob = party(&relay, &relay.url(), "bob").await;
     let (sid, _) = started_session(&coord, &[&alice, &bob]).await;
     let first = alice
         .send(&sid, &["bob"], 1, "m", b"first".to_vec())
@@ -57,8 +57,8 @@ async fn a_send_whose_answer_was_lost_is_repeated_under_its_client_id_and_stored
 async fn a_keyed_send_repeated_after_a_relay_restart_returns_the_original_message_id() {
     let mut relay = TestRelay::start().await;
     let coord = coordinator(&relay).await;
-    let alice = party(&relay.url(), "alice").await;
-    let bob = party(&relay.url(), "bob").await;
+    let alice = party(&relay, &relay.url(), "alice").await;
+    let bob = party(&relay, &relay.url(), "bob").await;
     let (sid, _) = started_session(&coord, &[&alice, &bob]).await;
 
     let id = alice
@@ -95,8 +95,8 @@ async fn an_inbox_nobody_reads_holds_no_more_than_its_window() {
     const SENT: usize = 2000;
     let relay = TestRelay::start().await;
     let coord = coordinator(&relay).await;
-    let alice = party(&relay.url(), "alice").await;
-    let bob = party(&relay.url(), "bob").await;
+    let alice = party(&relay, &relay.url(), "alice").await;
+    let bob = party(&relay, &relay.url(), "bob").await;
     let (sid, _) = started_session(&coord, &[&alice, &bob]).await;
     let engine = relay.engine();
 
@@ -145,8 +145,8 @@ async fn an_inbox_nobody_reads_holds_no_more_than_its_window() {
 async fn sessions_share_the_client_stream_and_each_inbox_gets_its_own() {
     let relay = TestRelay::start().await;
     let coord = coordinator(&relay).await;
-    let alice = party(&relay.url(), "alice").await;
-    let bob = party(&relay.url(), "bob").await;
+    let alice = party(&relay, &relay.url(), "alice").await;
+    let bob = party(&relay, &relay.url(), "bob").await;
     let (s1, _) = started_session(&coord, &[&alice, &bob]).await;
     let (s2, _) = started_session(&coord, &[&alice, &bob]).await;
     let mut in1 = bob.messages(&s1);

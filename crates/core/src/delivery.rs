@@ -19,11 +19,7 @@ pub fn session_mailbox(
     validate::party_id("party_id", party_id)?;
     who.must_be("party_id", party_id)?;
     let s = session::require(view, session_id)?;
-    if !s.is_participant(party_id) {
-        return Err(Error::denied(format!(
-            "party {party_id:?} is not a participant of session {session_id}"
-        )));
-    }
+    s.require_participant(who)?;
     Ok(MailboxAddr::session(party_id, session_id))
 }
 

@@ -1,9 +1,9 @@
 //! Identity, login and the directory of parties.
 //!
 //! A party logs in by signing a fresh, single-use, short-lived challenge with its Ed25519
-//! identity key. Its party id is bound to the first key that logs in with it; another key
-//! claiming the id is refused. Access tokens are 256 random bits handed to the caller once and
-//! stored only as their SHA-256 hash.
+//! identity key. The party id must be enrolled to that key, or be one the login may bind (see
+//! [`crate::enrollment`]); another key claiming the id is refused. Access tokens are 256 random
+//! bits handed to the caller once and stored only as their SHA-256 hash.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,6 +24,8 @@ pub struct Principal {
     pub id: String,
     /// Granted by config: the identity key is listed as a coordinator key.
     pub coordinator: bool,
+    /// The Ed25519 key the caller logged in with (sessions admit only the key they name).
+    pub identity_key: [u8; 32],
 }
 
 impl Principal {
@@ -76,7 +78,8 @@ pub struct PublishedKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Party {
     pub id: String,
-    /// The Ed25519 key this id is bound to (at its first login).
+    /// The Ed25519 key this id is bound to (by enrollment, or at the login that bound it);
+    /// empty once unenrolled.
     pub identity_key: Vec<u8>,
     /// persistent, delegate, temporary; empty until the party registers.
     pub role: String,
@@ -190,8 +193,8 @@ pub fn issue_challenge(
     })
 }
 
-/// Answers a challenge: verifies the signature, binds the party id to the key on first login,
-/// and issues an access token. The challenge is consumed whatever the outcome.
+/// Answers a challenge: verifies the signature, checks the key may log in as the party id
+/// ([`crate::enrollment::admit`]), and issues an access token. The challenge is consumed whatever the outcome.
 #[allow(clippy::too_many_arguments)]
 pub fn login(
     tx: &mut dyn Tx,
@@ -234,12 +237,12 @@ pub fn login(
     )
     .map_err(|e| Error::unauthenticated(format!("login signature rejected: {e}")))?;
 
+    let identity_key: [u8; 32] = public_key
+        .try_into()
+        .map_err(|_| Error::invalid("public_key is not an Ed25519 key (32 bytes)"))?;
+    let coordinator = coordinator_keys.contains(&identity_key);
+    crate::enrollment::admit(tx, party_id, &identity_key, coordinator, now, limits)?;
     let mut party = match get_party(tx, party_id)? {
-        Some(p) if !p.identity_key.is_empty() && p.identity_key != public_key => {
-            return Err(Error::denied(format!(
-                "party id {party_id:?} is bound to another identity key"
-            )));
-        }
         Some(p) => p,
         None => Party {
             id: party_id.into(),
@@ -256,10 +259,10 @@ pub fn login(
     party.last_seen_at = now;
     put_party(tx, &party)?;
 
-    let coordinator = coordinator_keys.iter().any(|k| k.as_slice() == public_key);
     let principal = Principal {
         id: party_id.into(),
         coordinator,
+        identity_key,
     };
     let hash: [u8; 32] = Sha256::digest(token).into();
     let expires_at = now + limits.token_ttl_ms;
@@ -328,6 +331,7 @@ pub fn register(
         )));
     }
     validate::text("version", version, 64)?;
+    crate::enrollment::check_role(tx, party_id, role)?;
     if let Some(n) = &notification {
         validate::text("notification.email", &n.email, 256)?;
         validate::text("notification.phone", &n.phone, 64)?;
@@ -422,6 +426,32 @@ pub fn publish_encryption_key(
     });
     put_party(tx, &party)?;
     Ok(now)
+}
+
+/// Deletes every access token issued to `party_id` (its key was unenrolled or replaced).
+/// Walks the whole token table: an administrative act, not a hot path.
+pub(crate) fn revoke_tokens(tx: &mut dyn Tx, party_id: &str) -> Result<usize> {
+    let mut doomed = Vec::new();
+    let mut from = Vec::new();
+    loop {
+        let page = tx.scan(Table::Tokens, &from, &[], 1024)?;
+        let Some((last, _)) = page.last() else { break };
+        from = last.clone();
+        from.push(0);
+        for (k, raw) in &page {
+            let t: TokenRecord = decode(raw)?;
+            if t.principal.id == party_id {
+                doomed.push(k.clone());
+            }
+        }
+        if page.len() < 1024 {
+            break;
+        }
+    }
+    for k in &doomed {
+        tx.delete(Table::Tokens, k)?;
+    }
+    Ok(doomed.len())
 }
 
 /// Removes expired challenges and tokens, looking at no more than `limit` of each per call.

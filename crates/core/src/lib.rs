@@ -8,6 +8,7 @@ pub mod challenges;
 pub mod codec;
 mod cursor;
 pub mod delivery;
+pub mod enrollment;
 pub mod error;
 pub mod identity;
 pub mod limits;

@@ -94,6 +94,12 @@ pub struct Limits {
     /// Most login challenges stored at once; issuing one more evicts the oldest (which can
     /// then no longer be answered).
     pub max_challenges: u64,
+    /// Development only: a party id not yet enrolled is bound to the first key that logs in
+    /// with it (the behaviour before enrollment). Off, an unenrolled key may log in only
+    /// under its own key-derived id. Set by the server config's top-level `open_enrollment`
+    /// (`COHORT_OPEN_ENROLLMENT`), never in `[limits]`.
+    #[serde(skip)]
+    pub open_enrollment: bool,
 }
 
 impl Default for Limits {
@@ -136,6 +142,7 @@ impl Default for Limits {
             routes_per_second_per_identity: 1_000,
             streams_per_second_per_identity: 50,
             max_challenges: 100_000,
+            open_enrollment: false,
         }
     }
 }

@@ -1,16 +1,22 @@
 //! Sessions: one coordinated run of a multi-party protocol, and the events it publishes.
 //!
 //! Lifecycle: `created -> in_progress -> completed | failed | expired`. Every participant
-//! gets a join token bound to it (joining again with it is idempotent: a party that lost the
-//! answer may retry); `all_ready` starts the session; completion reports must agree (same
+//! is named with its identity key and gets a join token bound to it: only that key may join
+//! as that participant, and only with that token (joining again with it is idempotent: a
+//! party that lost the answer may retry). Tokens are handed out once, at creation (to the
+//! creator, and each to its own party in its `session_created` event), and stored only as
+//! their SHA-256. `all_ready` starts the session; completion reports must agree (same
 //! public key, same signature) or the session fails. A session that
 //! makes no progress for the stall timeout fails and names whom it was waiting for.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::codec::{decode, encode, Key};
 use crate::cursor;
+use crate::enrollment;
 use crate::error::{Error, Result};
 use crate::identity::{self, Principal};
 use crate::limits::{Limits, Millis};
@@ -74,7 +80,11 @@ pub struct Participant {
     pub party_id: String,
     /// 1-based: FROST identifiers and most threshold libraries want non-zero indices.
     pub index: u16,
-    pub join_token: String,
+    /// SHA-256 of the join token; the token itself is never stored.
+    pub join_token_hash: [u8; 32],
+    /// The only key that may join as this participant: as the creator named it, or the key
+    /// the party id was enrolled to when the session was created.
+    pub identity_key: [u8; 32],
     pub joined: bool,
     pub ready: bool,
     pub device: Option<DeviceInfo>,
@@ -130,13 +140,24 @@ impl Session {
     pub fn is_participant(&self, party_id: &str) -> bool {
         self.participant(party_id).is_some()
     }
-    fn require_participant(&self, who: &Principal) -> Result<&Participant> {
-        self.participant(&who.id).ok_or_else(|| {
+    /// The caller's participant entry: its id is a participant's and it logged in with the
+    /// identity key the session names for that participant. A key that took the id some
+    /// other way (an open-enrollment squatter) acts as nobody here.
+    pub fn require_participant(&self, who: &Principal) -> Result<&Participant> {
+        let p = self.participant(&who.id).ok_or_else(|| {
             Error::denied(format!(
                 "party {:?} is not a participant of session {}",
                 who.id, self.id
             ))
-        })
+        })?;
+        if p.identity_key != who.identity_key {
+            return Err(Error::denied(format!(
+                "session {} names another identity key for {:?} than the one this caller \
+                 logged in with; only that key may act as {:?} in it",
+                self.id, who.id, who.id
+            )));
+        }
+        Ok(p)
     }
     fn require_open(&self) -> Result<()> {
         match self.closed_error() {
@@ -162,9 +183,10 @@ impl Session {
             e.with_culprit(self.failure_culprit.clone())
         })
     }
-    /// May `who` read this session's status? Participants, its creator and coordinators.
+    /// May `who` read this session's status? Participants (with the key the session
+    /// names), its creator and coordinators.
     pub fn may_view(&self, who: &Principal) -> bool {
-        who.coordinator || who.id == self.creator || self.is_participant(&who.id)
+        who.coordinator || who.id == self.creator || self.require_participant(who).is_ok()
     }
     fn stall_timeout(&self, limits: &Limits) -> Millis {
         if self.participants.iter().any(|p| p.offline_mode) {
@@ -262,30 +284,25 @@ fn put(tx: &mut dyn Tx, s: &Session) -> Result<()> {
     tx.put(Table::Sessions, &session_key(&s.id), &encode(s)?)
 }
 
-/// Stores `event` in the events mailbox of each recipient. Returns the wakeups.
+/// Stores `event` in the events mailbox of each recipient. Returns the wakeups. Each copy
+/// keeps only its recipient's own join token: no party's events mailbox (and so no stored
+/// copy) holds another party's token, and a copy is removed once its recipient settles it.
 pub fn deliver_event(
     tx: &mut dyn Tx,
     event: &SessionEvent,
     recipients: &[String],
-    session: Option<&Session>,
     now: Millis,
     limits: &Limits,
 ) -> Result<Wakeups> {
     let mut wakeups = Vec::with_capacity(recipients.len());
     for r in recipients {
         let mut ev = event.clone();
-        // Each party sees only its own join token.
-        ev.join_tokens = match session.and_then(|s| s.participant(r)) {
-            Some(p) if !event.join_tokens.is_empty() => {
-                vec![(p.party_id.clone(), p.join_token.clone())]
-            }
-            _ => event
-                .join_tokens
-                .iter()
-                .filter(|(pid, _)| pid == r)
-                .cloned()
-                .collect(),
-        };
+        ev.join_tokens = event
+            .join_tokens
+            .iter()
+            .filter(|(pid, _)| pid == r)
+            .cloned()
+            .collect();
         // Each recipient's copy is its own stored message, and its id is the event id the
         // recipient sees: acknowledging that id (AcknowledgeMessage) consumes the copy.
         let id = mailbox::new_message_id(now);
@@ -345,16 +362,32 @@ fn publish_lifecycle(
     now: Millis,
     limits: &Limits,
 ) -> Result<Wakeups> {
+    publish_lifecycle_with_tokens(tx, s, event_type, Vec::new(), now, limits)
+}
+
+/// As [`publish_lifecycle`], each party's copy carrying its own token from `join_tokens`
+/// (only `session_created` does: the tokens exist in clear only while the session is made).
+fn publish_lifecycle_with_tokens(
+    tx: &mut dyn Tx,
+    s: &Session,
+    event_type: &str,
+    join_tokens: JoinTokens,
+    now: Millis,
+    limits: &Limits,
+) -> Result<Wakeups> {
     let mut ev = event_for(s, event_type, now);
-    if event_type == SESSION_CREATED {
-        ev.join_tokens = s
-            .participants
-            .iter()
-            .map(|p| (p.party_id.clone(), p.join_token.clone()))
-            .collect();
-    }
+    ev.join_tokens = join_tokens;
     let recipients: Vec<String> = s.participants.iter().map(|p| p.party_id.clone()).collect();
-    deliver_event(tx, &ev, &recipients, Some(s), now, limits)
+    deliver_event(tx, &ev, &recipients, now, limits)
+}
+
+/// `(party id, join token)` for each participant, in clear: exists only in the answer to the
+/// creator and in each party's own `session_created` event.
+pub type JoinTokens = Vec<(String, String)>;
+
+/// The stored form of a join token.
+pub fn join_token_hash(join_token: &str) -> [u8; 32] {
+    Sha256::digest(join_token.as_bytes()).into()
 }
 
 /// What a coordinator asks for.
@@ -370,6 +403,21 @@ pub struct CreateRequest {
     pub idempotency_key: String,
     pub descriptor: Vec<u8>,
     pub descriptor_signature: Vec<u8>,
+    /// Party id -> the identity key that alone may join as it. Parties left out get the key
+    /// their id is enrolled to.
+    pub party_keys: Vec<(String, Vec<u8>)>,
+}
+
+/// What [`create`] made (or found, for a repeated idempotency key).
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub session: Session,
+    /// The join tokens in clear, for the creator. Empty when `created` is false: a session
+    /// made earlier keeps only their hashes.
+    pub join_tokens: JoinTokens,
+    /// False when an earlier call with the same idempotency key made the session.
+    pub created: bool,
+    pub wakeups: Wakeups,
 }
 
 /// `random` supplies fresh entropy: 16 bytes for the session id, 16 per join token.
@@ -384,7 +432,7 @@ impl<F: FnMut(&mut [u8])> Entropy for F {
 }
 
 /// CreateSession. Returns the session (new or, for a repeated idempotency key, the one the
-/// first call made), whether it is new, and the wakeups.
+/// first call made), its join tokens if new, and the wakeups.
 pub fn create(
     tx: &mut dyn Tx,
     who: &Principal,
@@ -392,7 +440,7 @@ pub fn create(
     entropy: &mut dyn Entropy,
     now: Millis,
     limits: &Limits,
-) -> Result<(Session, bool, Wakeups)> {
+) -> Result<NewSession> {
     who.must_be_coordinator("creating a session")?;
     validate::label("session_type", &req.session_type, false)?;
     validate::text("idempotency_key", &req.idempotency_key, 128)?;
@@ -425,7 +473,12 @@ pub fn create(
         if let Some(id) = tx.get(Table::SessionIdempotency, k)? {
             // A session purged after retention frees its key.
             if let Some(s) = get(tx, &String::from_utf8_lossy(&id))? {
-                return Ok((s, false, Vec::new()));
+                return Ok(NewSession {
+                    session: s,
+                    join_tokens: Vec::new(),
+                    created: false,
+                    wakeups: Vec::new(),
+                });
             }
         }
     }
@@ -481,30 +534,33 @@ pub fn create(
         online
     };
 
+    let keys = participant_keys(tx, &selected, &req.party_keys)?;
+
     let mut id_bytes = [0u8; 16];
     entropy.fill(&mut id_bytes);
     let id = uuid::Builder::from_random_bytes(id_bytes)
         .into_uuid()
         .to_string();
-    let participants = selected
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let mut tok = [0u8; 16];
-            entropy.fill(&mut tok);
-            Participant {
-                party_id: p.id.clone(),
-                index: u16::try_from(i + 1).unwrap_or(u16::MAX),
-                join_token: hex::encode(tok),
-                joined: false,
-                ready: false,
-                device: None,
-                report: None,
-                last_round: 0,
-                offline_mode: p.offline_mode(),
-            }
-        })
-        .collect();
+    let mut join_tokens = Vec::with_capacity(selected.len());
+    let mut participants = Vec::with_capacity(selected.len());
+    for (i, (p, identity_key)) in selected.iter().zip(keys).enumerate() {
+        let mut tok = [0u8; 16];
+        entropy.fill(&mut tok);
+        let token = hex::encode(tok);
+        participants.push(Participant {
+            party_id: p.id.clone(),
+            index: u16::try_from(i + 1).unwrap_or(u16::MAX),
+            join_token_hash: join_token_hash(&token),
+            identity_key,
+            joined: false,
+            ready: false,
+            device: None,
+            report: None,
+            last_round: 0,
+            offline_mode: p.offline_mode(),
+        });
+        join_tokens.push((p.id.clone(), token));
+    }
     let s = Session {
         id: id.clone(),
         session_type: req.session_type,
@@ -533,8 +589,62 @@ pub fn create(
     if let Some(k) = idem_key {
         tx.put(Table::SessionIdempotency, &k, id.as_bytes())?;
     }
-    let wakeups = publish_lifecycle(tx, &s, SESSION_CREATED, now, limits)?;
-    Ok((s, true, wakeups))
+    let wakeups =
+        publish_lifecycle_with_tokens(tx, &s, SESSION_CREATED, join_tokens.clone(), now, limits)?;
+    Ok(NewSession {
+        session: s,
+        join_tokens,
+        created: true,
+        wakeups,
+    })
+}
+
+/// The identity key of each selected party: the one the creator named in `party_keys`, or
+/// else the key its id is bound to. Every entry of `party_keys` must name a selected party.
+fn participant_keys(
+    view: &dyn View,
+    selected: &[identity::Party],
+    party_keys: &[(String, Vec<u8>)],
+) -> Result<Vec<[u8; 32]>> {
+    if party_keys.len() > selected.len() {
+        return Err(Error::invalid(format!(
+            "party_keys has {} entries for {} participants",
+            party_keys.len(),
+            selected.len()
+        )));
+    }
+    for (i, (pid, key)) in party_keys.iter().enumerate() {
+        if !selected.iter().any(|p| &p.id == pid) {
+            return Err(Error::invalid(format!(
+                "party_keys names {pid:?}, which is not a participant of the session"
+            )));
+        }
+        if key.len() != 32 {
+            return Err(Error::invalid(format!(
+                "party_keys[{pid:?}] is {} bytes; an Ed25519 key is 32",
+                key.len()
+            )));
+        }
+        if party_keys[..i].iter().any(|(other, _)| other == pid) {
+            return Err(Error::invalid(format!("party_keys names {pid:?} twice")));
+        }
+    }
+    selected
+        .iter()
+        .map(|p| {
+            if let Some((_, key)) = party_keys.iter().find(|(pid, _)| *pid == p.id) {
+                let mut k = [0u8; 32];
+                k.copy_from_slice(key);
+                return Ok(k);
+            }
+            enrollment::identity_key_of(view, &p.id)?.ok_or_else(|| {
+                Error::precondition(format!(
+                    "party {:?} is bound to no identity key (unenrolled); enroll it or name its key in party_keys",
+                    p.id
+                ))
+            })
+        })
+        .collect()
 }
 
 /// JoinSession with the party's own join token. Joining again with the same token is
@@ -568,8 +678,7 @@ pub fn join(
     let p = s
         .participant_mut(party_id)
         .ok_or_else(|| Error::internal("participant vanished"))?;
-    let ok: bool =
-        subtle::ConstantTimeEq::ct_eq(p.join_token.as_bytes(), join_token.as_bytes()).into();
+    let ok: bool = p.join_token_hash.ct_eq(&join_token_hash(join_token)).into();
     if !ok {
         return Err(Error::denied(format!(
             "join_token is not the one issued to {party_id:?} for this session"
@@ -1052,13 +1161,8 @@ pub fn publish(
         validate::party_id(&format!("event.selected_parties[{i}]"), p)?;
         identity::require_party(tx, p)?;
     }
-    let session = if event.session_id.is_empty() {
-        None
-    } else {
-        get(tx, &event.session_id)?
-    };
     let recipients = event.selected_parties.clone();
-    let wakeups = deliver_event(tx, &event, &recipients, session.as_ref(), now, limits)?;
+    let wakeups = deliver_event(tx, &event, &recipients, now, limits)?;
     Ok((recipients, wakeups))
 }
 

@@ -50,10 +50,12 @@ pub enum Table {
     /// (session id, sender, client id) -> the message id a streaming send stored: what makes
     /// a retried send idempotent (see [`crate::stream`]); purged with the session
     SendIds,
+    /// party id -> Enrollment: the identity key a party id is bound to, and who bound it
+    Enrollments,
 }
 
 impl Table {
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Parties,
         Table::Challenges,
         Table::Tokens,
@@ -70,6 +72,7 @@ impl Table {
         Table::LogTips,
         Table::Meta,
         Table::SendIds,
+        Table::Enrollments,
     ];
 
     /// A stable name, used by stores as the physical table name.
@@ -91,6 +94,7 @@ impl Table {
             Table::LogTips => "log_tips",
             Table::Meta => "meta",
             Table::SendIds => "send_ids",
+            Table::Enrollments => "enrollments",
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cohort_core::codec::decode;
+use cohort_core::enrollment;
 use cohort_core::identity::{self, IssuedToken, Principal};
 use cohort_core::mailbox::{self, Entry, MailboxAddr, Outgoing};
 use cohort_core::session::{self, CreateRequest, Report, RouteRequest, Session};
@@ -100,7 +101,7 @@ impl Tx for Scratch<'_> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The scenario: login, register, create, join (and a refused join), ready, route, a plain
+// The scenario: login, enroll, register, create, join (and a refused join), ready, route, a plain
 // mailbox append, ack, completion, a sweep. Every input is fixed, so two runs can be compared.
 // ---------------------------------------------------------------------------------------
 
@@ -160,9 +161,16 @@ async fn scenario(store: &dyn Store, keys: &Keys) -> Result<Answers> {
     let mut a = Vec::new();
     let limits = Limits::default();
     let coord_public = IdentityKey::from_bytes(&keys.coordinator).public();
+    let coord = login(store, &mut a, "coord", keys.coordinator, coord_public, 3).await?;
+    for (party, secret) in [("alice", keys.alice), ("bob", keys.bob)] {
+        let (c, public) = (coord.clone(), IdentityKey::from_bytes(&secret).public());
+        let r = store
+            .write(move |tx| enrollment::enroll(tx, &c, party, &public, "", T0))
+            .await;
+        answer(&mut a, "enroll", r)?;
+    }
     let alice = login(store, &mut a, "alice", keys.alice, coord_public, 1).await?;
     let bob = login(store, &mut a, "bob", keys.bob, coord_public, 2).await?;
-    let coord = login(store, &mut a, "coord", keys.coordinator, coord_public, 3).await?;
     for p in [&alice, &bob] {
         let p = p.clone();
         let r = store
@@ -191,7 +199,9 @@ async fn scenario(store: &dyn Store, keys: &Keys) -> Result<Answers> {
             session::create(tx, &c, req, &mut entropy, T0 + 3, &l)
         })
         .await;
-    let (s, _, _): (Session, bool, _) = answer(&mut a, "create", created)?;
+    let made = answer(&mut a, "create", created)?;
+    let s: Session = made.session;
+    let tokens = made.join_tokens;
 
     for p in [&alice, &bob] {
         let (who, sid, l) = (p.clone(), s.id.clone(), limits.clone());
@@ -205,9 +215,10 @@ async fn scenario(store: &dyn Store, keys: &Keys) -> Result<Answers> {
         }
         // Recorded, not propagated: the refusal is the expected answer.
         let _ = answer(&mut a, "join with a wrong token", refused);
-        let token = s
-            .participant(&p.id)
-            .map(|x| x.join_token.clone())
+        let token = tokens
+            .iter()
+            .find(|(party, _)| *party == p.id)
+            .map(|(_, t)| t.clone())
             .unwrap_or_default();
         let (p, sid, l) = (p.clone(), s.id.clone(), limits.clone());
         let joined = store

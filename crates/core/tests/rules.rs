@@ -1,5 +1,8 @@
 //! The core's rules over the in-memory transaction: no runtime, no sockets.
 
+use std::collections::HashMap;
+
+use cohort_core::enrollment;
 use cohort_core::identity::{self, Principal};
 use cohort_core::mailbox::{self, DeliveryStatus, MailboxAddr};
 use cohort_core::session::{self, CreateRequest, Report, RouteRequest, SessionStatus};
@@ -14,6 +17,8 @@ struct World {
     limits: Limits,
     coordinator_key: IdentityKey,
     counter: u8,
+    /// Join tokens as creation handed them out, by `session id/party id`.
+    tokens: HashMap<String, String>,
 }
 
 impl World {
@@ -23,6 +28,7 @@ impl World {
             limits: Limits::default(),
             coordinator_key: IdentityKey::generate(),
             counter: 0,
+            tokens: HashMap::new(),
         }
     }
 
@@ -59,8 +65,11 @@ impl World {
         identity::authenticate(&self.tx, &issued.access_token, now)
     }
 
+    /// Enrolls `name` to a fresh key (as the coordinator), logs it in and registers it.
     fn party(&mut self, name: &str) -> Principal {
         let k = IdentityKey::generate();
+        let coord = self.coordinator();
+        enrollment::enroll(&mut self.tx, &coord, name, &k.public(), "", T0).unwrap();
         let p = self.login(name, &k, T0).unwrap();
         identity::register(&mut self.tx, &p, name, "persistent", "1.0", None, T0).unwrap();
         p
@@ -84,9 +93,18 @@ impl World {
             n += 1;
             b.fill(n)
         };
-        session::create(&mut self.tx, coord, req, &mut entropy, T0, &self.limits)
-            .unwrap()
-            .0
+        let made =
+            session::create(&mut self.tx, coord, req, &mut entropy, T0, &self.limits).unwrap();
+        for (party, token) in made.join_tokens {
+            self.tokens
+                .insert(format!("{}/{party}", made.session.id), token);
+        }
+        made.session
+    }
+
+    /// The join token `party` was given for session `s`.
+    fn token(&self, s: &session::Session, party: &str) -> String {
+        self.tokens[&format!("{}/{party}", s.id)].clone()
     }
 }
 
@@ -111,8 +129,9 @@ fn route(
 }
 
 #[test]
-fn party_id_is_bound_to_its_first_key() {
+fn party_id_is_bound_to_its_first_key_under_open_enrollment() {
     let mut w = World::new();
+    w.limits.open_enrollment = true;
     let k1 = IdentityKey::generate();
     let k2 = IdentityKey::generate();
     w.login("alice", &k1, T0).unwrap();
@@ -127,6 +146,8 @@ fn party_id_is_bound_to_its_first_key() {
 #[test]
 fn challenge_is_single_use_and_expires() {
     let mut w = World::new();
+    // About challenges and tokens, not about who may take an id.
+    w.limits.open_enrollment = true;
     let k = IdentityKey::generate();
     let ch =
         identity::issue_challenge(&mut w.tx, "bob", &k.public(), [3; 64], T0, &w.limits).unwrap();
@@ -199,6 +220,8 @@ fn wrong_signature_is_refused() {
 #[test]
 fn token_expires_and_unknown_token_is_refused() {
     let mut w = World::new();
+    // About challenges and tokens, not about who may take an id.
+    w.limits.open_enrollment = true;
     let k = IdentityKey::generate();
     let ch =
         identity::issue_challenge(&mut w.tx, "dan", &k.public(), [7; 64], T0, &w.limits).unwrap();
@@ -311,12 +334,17 @@ fn idempotency_key_returns_the_first_session() {
         n += 1;
         b.fill(n)
     };
-    let (s1, new1, _) = session::create(&mut w.tx, &c, req.clone(), &mut e, T0, &w.limits).unwrap();
-    let (s2, new2, w2) = session::create(&mut w.tx, &c, req, &mut e, T0, &w.limits).unwrap();
-    assert!(new1 && !new2);
-    assert_eq!(s1.id, s2.id);
+    let first = session::create(&mut w.tx, &c, req.clone(), &mut e, T0, &w.limits).unwrap();
+    let again = session::create(&mut w.tx, &c, req, &mut e, T0, &w.limits).unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(first.session.id, again.session.id);
+    assert_eq!(first.join_tokens.len(), 2);
     assert!(
-        w2.is_empty(),
+        again.join_tokens.is_empty(),
+        "tokens are handed out once; the session keeps only their hashes"
+    );
+    assert!(
+        again.wakeups.is_empty(),
         "a replay publishes no second session_created"
     );
 }
@@ -327,37 +355,19 @@ fn full_session_lifecycle_completes_when_reports_agree() {
     let (a, b, c3) = (w.party("a"), w.party("b"), w.party("c"));
     let coord = w.coordinator();
     let s = w.session(&coord, &["a", "b", "c"], 2);
-    let token = |s: &session::Session, p: &str| s.participant(p).unwrap().join_token.clone();
 
     // Each party got a session_created event carrying only its own token.
     let evs = mailbox::pending(&w.tx, &MailboxAddr::events("a"), 0, 10).unwrap();
     let ev: session::SessionEvent = cohort_core::codec::decode(&evs[0].message.payload).unwrap();
     assert_eq!(ev.event_type, "session_created");
-    assert_eq!(ev.join_tokens, vec![("a".to_string(), token(&s, "a"))]);
+    assert_eq!(ev.join_tokens, vec![("a".to_string(), w.token(&s, "a"))]);
 
-    let wrong = session::join(
-        &mut w.tx,
-        &a,
-        &s.id,
-        "a",
-        &token(&s, "b"),
-        None,
-        T0,
-        &w.limits,
-    );
+    let b_token = w.token(&s, "b");
+    let wrong = session::join(&mut w.tx, &a, &s.id, "a", &b_token, None, T0, &w.limits);
     assert_eq!(wrong.unwrap_err().kind, ErrorKind::PermissionDenied);
     for p in [&a, &b, &c3] {
-        session::join(
-            &mut w.tx,
-            p,
-            &s.id,
-            &p.id,
-            &token(&s, &p.id),
-            None,
-            T0,
-            &w.limits,
-        )
-        .unwrap();
+        let tok = w.token(&s, &p.id);
+        session::join(&mut w.tx, p, &s.id, &p.id, &tok, None, T0, &w.limits).unwrap();
     }
     assert!(
         !session::mark_ready(&mut w.tx, &a, &s.id, "a", T0, &w.limits)
@@ -431,7 +441,7 @@ fn disagreeing_reports_fail_the_session() {
     let coord = w.coordinator();
     let s = w.session(&coord, &["a", "b"], 2);
     for p in [&a, &b] {
-        let tok = s.participant(&p.id).unwrap().join_token.clone();
+        let tok = w.token(&s, &p.id);
         session::join(&mut w.tx, p, &s.id, &p.id, &tok, None, T0, &w.limits).unwrap();
     }
     let r = |k: u8| Report {
@@ -613,7 +623,7 @@ fn stalled_session_fails_naming_whom_it_waits_for() {
     let coord = w.coordinator();
     let s = w.session(&coord, &["a", "b", "c"], 2);
     for p in [&a, &b] {
-        let tok = s.participant(&p.id).unwrap().join_token.clone();
+        let tok = w.token(&s, &p.id);
         session::join(&mut w.tx, p, &s.id, &p.id, &tok, None, T0, &w.limits).unwrap();
     }
     let out = session::sweep(&mut w.tx, T0 + 61_000, &w.limits, 100).unwrap();
@@ -712,6 +722,8 @@ fn publish_needs_coordinator() {
 #[test]
 fn credential_sweep_reaches_expired_tokens_behind_live_ones() {
     let mut w = World::new();
+    // About challenges and tokens, not about who may take an id.
+    w.limits.open_enrollment = true;
     let k = IdentityKey::generate();
     // Ten tokens issued at T0 (expiring at T0 + ttl), ten issued a day later.
     for i in 0..20u8 {

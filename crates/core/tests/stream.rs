@@ -13,6 +13,7 @@ fn party(id: &str) -> Principal {
     Principal {
         id: id.into(),
         coordinator: false,
+        identity_key: [1; 32],
     }
 }
 
@@ -37,6 +38,7 @@ fn session(tx: &mut MemTx, parties: &[&str], limits: &Limits) -> String {
     let coordinator = Principal {
         id: "coordinator".into(),
         coordinator: true,
+        identity_key: [9; 32],
     };
     let req = CreateRequest {
         session_type: "keygen".into(),
@@ -51,7 +53,7 @@ fn session(tx: &mut MemTx, parties: &[&str], limits: &Limits) -> String {
     let mut entropy = |b: &mut [u8]| b.fill(seed);
     session::create(tx, &coordinator, req, &mut entropy, T0, limits)
         .unwrap()
-        .0
+        .session
         .id
 }
 

@@ -71,6 +71,7 @@ fn coordinator() -> Principal {
     Principal {
         id: "coordinator".into(),
         coordinator: true,
+        identity_key: [0xc0; 32],
     }
 }
 
@@ -120,10 +121,9 @@ fn create_group(
                 ..CreateRequest::default()
             };
             let limits = Limits::default();
-            let (s, created, _) =
-                session::create(tx, &coordinator(), req, &mut entropy, T0, &limits)?;
-            assert!(created);
-            ids.push(s.id);
+            let made = session::create(tx, &coordinator(), req, &mut entropy, T0, &limits)?;
+            assert!(made.created);
+            ids.push(made.session.id);
         }
         Ok(ids)
     }

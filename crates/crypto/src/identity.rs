@@ -64,6 +64,23 @@ pub fn verify(
         .map_err(|_| CryptoError::BadSignature)
 }
 
+/// The prefix of key-derived party ids; no enrolled id may start with it.
+pub const KEY_PARTY_ID_PREFIX: &str = "key-";
+
+/// The party id an identity key owns without enrollment: `key-` and the first 16 hex digits
+/// (64 bits) of SHA-256 of the 32-byte public key. A relay that requires enrollment lets an
+/// unenrolled key log in under this id only, so nobody can claim an id another key owns.
+pub fn key_party_id(public_key: &[u8; 32]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(public_key);
+    let mut id = String::with_capacity(KEY_PARTY_ID_PREFIX.len() + 16);
+    id.push_str(KEY_PARTY_ID_PREFIX);
+    for b in &digest[..8] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
 /// The bytes a party signs to log in: the challenge bound to the party id it claims.
 pub fn login_message(challenge: &[u8], party_id: &str) -> Vec<u8> {
     let mut m = Vec::with_capacity(challenge.len() + party_id.len() + 8);
@@ -97,6 +114,15 @@ fn hex_short(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_party_id_is_prefix_and_16_hex_of_the_key_digest() {
+        // SHA-256 of 32 zero bytes starts 66687aadf862bd77.
+        assert_eq!(key_party_id(&[0u8; 32]), "key-66687aadf862bd77");
+        let k = IdentityKey::generate().public();
+        assert_eq!(key_party_id(&k), key_party_id(&k));
+        assert_ne!(key_party_id(&k), key_party_id(&[0u8; 32]));
+    }
 
     #[test]
     fn signature_verifies_only_under_its_own_domain() {

@@ -9,6 +9,7 @@ mod admin;
 mod admission;
 mod auth;
 mod conn;
+mod directory;
 mod keys;
 mod mailbox;
 mod router;
@@ -24,6 +25,7 @@ use tonic::{Request, Status};
 pub use admin::AdminService;
 pub use auth::AuthService;
 pub use conn::ConnectionLimits;
+pub use directory::DirectoryService;
 pub use keys::KeysService;
 pub use mailbox::MailboxService;
 pub use router::RouterService;
@@ -119,6 +121,7 @@ pub struct Services {
     pub keys: KeysService,
     pub admin: AdminService,
     pub mailbox: MailboxService,
+    pub directory: DirectoryService,
 }
 
 impl Services {
@@ -139,7 +142,10 @@ impl Services {
             admin: AdminService {
                 relay: relay.clone(),
             },
-            mailbox: MailboxService { relay },
+            mailbox: MailboxService {
+                relay: relay.clone(),
+            },
+            directory: DirectoryService { relay },
         }
     }
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use cohort_relay::Relay;
 use cohort_wire::cohort::{
-    admin_server::AdminServer, auth_server::AuthServer, keys_server::KeysServer,
-    mailbox_server::MailboxServer, sessions_server::SessionsServer,
+    admin_server::AdminServer, auth_server::AuthServer, directory_server::DirectoryServer,
+    keys_server::KeysServer, mailbox_server::MailboxServer, sessions_server::SessionsServer,
 };
 use cohort_wire::router::message_router_server::MessageRouterServer;
 use tokio::net::TcpListener;
@@ -71,6 +71,7 @@ pub async fn serve(
         .add_service(KeysServer::new(s.keys).max_decoding_message_size(max))
         .add_service(AdminServer::new(s.admin).max_decoding_message_size(max))
         .add_service(MailboxServer::new(s.mailbox).max_decoding_message_size(max))
+        .add_service(DirectoryServer::new(s.directory).max_decoding_message_size(max))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -28,6 +28,7 @@ fn participants(s: &Session) -> Vec<Participant> {
             joined: p.joined,
             ready: p.ready,
             completed: p.report.is_some(),
+            identity_key: p.identity_key.to_vec(),
         })
         .collect()
 }
@@ -75,18 +76,15 @@ impl Sessions for SessionsService {
             idempotency_key: r.idempotency_key,
             descriptor: r.descriptor,
             descriptor_signature: r.descriptor_signature,
+            party_keys: r.party_keys.into_iter().collect(),
         };
-        let (s, created) = self
+        let (s, join_tokens, created) = self
             .relay
             .create_session(who, create)
             .await
             .map_err(status)?;
         Ok(Response::new(CreateSessionResponse {
-            join_tokens: s
-                .participants
-                .iter()
-                .map(|p| (p.party_id.clone(), p.join_token.clone()))
-                .collect(),
+            join_tokens: join_tokens.into_iter().collect(),
             participants: participants(&s),
             session_id: s.id,
             expires_at: s.expires_at,

@@ -194,6 +194,7 @@ mod tests {
         Principal {
             id: id.into(),
             coordinator: false,
+            identity_key: [0; 32],
         }
     }
 

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cohort_core::delivery::{self, RecipientStatus};
+use cohort_core::enrollment::{self, Enrollment};
 use cohort_core::identity::{self, IssuedChallenge, IssuedToken, NotificationChannel, Party};
 use cohort_core::mailbox::{self, Delivery, DeliveryStatus, MailboxAddr, Message};
 use cohort_core::session::{
-    self, CreateRequest, DelegateShare, DeviceInfo, Report, RouteRequest, Session, SessionEvent,
-    SessionStatus,
+    self, CreateRequest, DelegateShare, DeviceInfo, JoinTokens, Report, RouteRequest, Session,
+    SessionEvent, SessionStatus,
 };
 use cohort_core::store::{Store, StoreExt};
 use cohort_core::{Error, Limits, Millis, Principal, Result};
@@ -291,6 +292,65 @@ impl Relay {
         Ok(p)
     }
 
+    // ---- enrollment -----------------------------------------------------------------
+
+    /// Enroll (coordinator only): binds `party_id` to `identity_key`.
+    pub async fn enroll(
+        &self,
+        who: Principal,
+        party_id: String,
+        identity_key: Vec<u8>,
+        role: String,
+    ) -> Result<Enrollment> {
+        let party = party_id.clone();
+        let e = self
+            .store
+            .write(move |tx| {
+                enrollment::enroll(tx, &who, &party_id, &identity_key, &role, now_ms())
+            })
+            .await?;
+        // Enrolling may have rebound the id and revoked its tokens in the store.
+        self.forget_tokens_of(&party);
+        Ok(e)
+    }
+
+    /// Unenroll (coordinator only): returns whether `party_id` was bound to a key.
+    pub async fn unenroll(&self, who: Principal, party_id: String) -> Result<bool> {
+        let party = party_id.clone();
+        let removed = self
+            .store
+            .write(move |tx| enrollment::unenroll(tx, &who, &party_id))
+            .await?;
+        self.forget_tokens_of(&party);
+        Ok(removed)
+    }
+
+    /// ListEnrolled (coordinator only): `party_ids`' enrollments, or all when empty.
+    pub async fn enrolled(
+        &self,
+        who: Principal,
+        party_ids: Vec<String>,
+    ) -> Result<Vec<Enrollment>> {
+        if party_ids.len() > self.limits.max_recipients {
+            return Err(Error::invalid(format!(
+                "party_ids names more than {} parties",
+                self.limits.max_recipients
+            )));
+        }
+        self.store
+            .read(move |v| enrollment::list(v, &who, &party_ids))
+            .await
+    }
+
+    /// Drops cached tokens of `party_id`: the store revoked them, and a cached one would
+    /// still resolve until it expired.
+    fn forget_tokens_of(&self, party_id: &str) {
+        self.token_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (p, _)| p.id != party_id);
+    }
+
     pub async fn register(
         &self,
         who: Principal,
@@ -389,24 +449,26 @@ impl Relay {
 
     // ---- sessions -------------------------------------------------------------------
 
+    /// CreateSession: the session, its join tokens in clear (only when it is new: stored are
+    /// their hashes) and whether it is new.
     pub async fn create_session(
         &self,
         who: Principal,
         req: CreateRequest,
-    ) -> Result<(Session, bool)> {
+    ) -> Result<(Session, JoinTokens, bool)> {
         let limits = self.limits.clone();
-        let (s, created, wake) = self
+        let made = self
             .store
             .write(move |tx| {
                 let mut entropy = |b: &mut [u8]| rand::rngs::OsRng.fill_bytes(b);
                 session::create(tx, &who, req.clone(), &mut entropy, now_ms(), &limits)
             })
             .await?;
-        self.changed(&wake);
-        if created {
+        self.changed(&made.wakeups);
+        if made.created {
             self.metrics.sessions_created.inc();
         }
-        Ok((s, created))
+        Ok((made.session, made.join_tokens, made.created))
     }
 
     pub async fn join(

@@ -31,6 +31,12 @@ pub struct Config {
     pub coordinator_keys: Vec<String>,
     /// How often the sweeper looks for expired and stalled sessions.
     pub sweep_interval_ms: u64,
+    /// Development and demos only. Off (the default), a party id is bound to an identity key
+    /// by enrollment (`cohort enroll`, `cohort.v1.Directory/Enroll`) before its party logs
+    /// in, and an unenrolled key may log in only under its own key-derived id. On, an id
+    /// nobody holds yet is bound to the first key that logs in with it: anyone who reaches
+    /// the relay first can take any free id.
+    pub open_enrollment: bool,
     pub limits: Limits,
 }
 
@@ -43,6 +49,7 @@ impl Default for Config {
             durability: "full".into(),
             coordinator_keys: Vec::new(),
             sweep_interval_ms: 1000,
+            open_enrollment: false,
             limits: Limits::default(),
         }
     }
@@ -79,7 +86,7 @@ impl Config {
     }
 
     /// Applies `COHORT_DATA_DIR`, `COHORT_GRPC_ADDR`, `COHORT_METRICS_ADDR`, `COHORT_DURABILITY`,
-    /// `COHORT_COORDINATOR_KEYS` (comma separated).
+    /// `COHORT_COORDINATOR_KEYS` (comma separated), `COHORT_OPEN_ENROLLMENT` (`true`/`false`).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), String> {
         if let Some(v) = get("COHORT_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -110,7 +117,26 @@ impl Config {
                 .map(String::from)
                 .collect();
         }
+        if let Some(v) = get("COHORT_OPEN_ENROLLMENT") {
+            self.open_enrollment = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" | "" => false,
+                _ => {
+                    return Err(format!(
+                        "COHORT_OPEN_ENROLLMENT {v:?} must be \"true\" or \"false\""
+                    ))
+                }
+            };
+        }
         Ok(())
+    }
+
+    /// The limits the relay enforces, with the enrollment mode this config sets.
+    pub fn relay_limits(&self) -> Limits {
+        Limits {
+            open_enrollment: self.open_enrollment,
+            ..self.limits.clone()
+        }
     }
 
     pub fn check(&self) -> Result<(), String> {
@@ -191,5 +217,26 @@ mod tests {
             ..Config::default()
         };
         assert!(c.check().unwrap_err().contains("coordinator key"));
+    }
+
+    #[test]
+    fn open_enrollment_is_off_unless_the_file_or_environment_turns_it_on() {
+        let mut c = Config::default();
+        assert!(!c.open_enrollment && !c.relay_limits().open_enrollment);
+        let mut from_file: Config = toml::from_str("open_enrollment = true\n").unwrap();
+        assert!(from_file.relay_limits().open_enrollment);
+        from_file
+            .apply_env(|k| (k == "COHORT_OPEN_ENROLLMENT").then(|| "false".to_string()))
+            .unwrap();
+        assert!(!from_file.relay_limits().open_enrollment);
+        c.apply_env(|k| (k == "COHORT_OPEN_ENROLLMENT").then(|| "true".to_string()))
+            .unwrap();
+        assert!(c.relay_limits().open_enrollment);
+        let e = c
+            .apply_env(|k| (k == "COHORT_OPEN_ENROLLMENT").then(|| "maybe".to_string()))
+            .unwrap_err();
+        assert!(e.contains("COHORT_OPEN_ENROLLMENT"), "{e}");
+        // Only the top-level key sets it, not [limits].
+        assert!(toml::from_str::<Config>("[limits]\nopen_enrollment = true\n").is_err());
     }
 }

@@ -99,7 +99,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         )
         .map_err(|e| e.message)?,
     );
-    let mut limits = config.limits.clone();
+    let mut limits = config.relay_limits();
     limits.max_connections = fit_descriptor_limit(limits.max_connections);
     let relay = Relay::new(store, limits, keys);
 

@@ -188,7 +188,11 @@ async fn expired_token_is_unauthenticated() {
         c.sweep_interval_ms = 3_600_000;
     })
     .await;
-    let a = relay.party("alice").await;
+    // Every token expires at once, the coordinator's too, so no enrollment: the key logs in
+    // under its own key-derived id.
+    let key = IdentityKey::generate();
+    let id = cohort_crypto::identity::key_party_id(&key.public());
+    let a = login(&relay.channel, &id, key).await;
     // Wait until the clock has passed the token's expiry (a bound, not a timing assertion).
     eventually("the token to expire", || async {
         let now = std::time::SystemTime::now()
@@ -206,7 +210,7 @@ async fn expired_token_is_unauthenticated() {
     assert_refused(
         a.router()
             .heartbeat(HeartbeatRequest {
-                party_id: "alice".into(),
+                party_id: a.id.clone(),
                 timestamp: 0,
             })
             .await,
@@ -214,7 +218,7 @@ async fn expired_token_is_unauthenticated() {
         "expired",
     );
     // Logging in again gives a fresh token (that also expires at once, with this config).
-    let again = login(&relay.channel, "alice", a.key).await;
+    let again = login(&relay.channel, &id, a.key).await;
     assert!(again.token_expires_at >= a.token_expires_at);
     assert_ne!(again.token, a.token);
 }
@@ -257,7 +261,8 @@ async fn login_refuses_bad_signatures_reused_challenges_and_stolen_ids() {
         "challenge",
     );
 
-    // A successful login binds "alice" to this key; another key cannot take the id.
+    // Once "alice" is enrolled to this key it logs in; another key cannot take the id.
+    relay.enroll("alice", &key).await;
     let alice = login(&relay.channel, "alice", key).await;
     assert!(!alice.coordinator);
     assert_refused(

@@ -117,7 +117,7 @@ async fn two_thousand_idle_connections_do_not_stop_a_new_client() {
         limit >= 5000,
         "the test needs about 4,100 descriptors; ulimit -n allows {limit}"
     );
-    let relay = Relay::start().await;
+    let relay = Relay::start_with(|c| c.open_enrollment = true).await;
     let server = relay.server.as_ref().expect("running");
     let addr = server.grpc_addr;
     // 200 from each of 10 addresses: under the default per-address cap (256), so every one
@@ -148,6 +148,8 @@ async fn two_thousand_idle_connections_do_not_stop_a_new_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caps_per_address_and_in_total_refuse_and_the_relay_keeps_serving() {
     let mut relay = Relay::start_with(|c| {
+        // These tests are about connections and rates, not identity: named parties log in.
+        c.open_enrollment = true;
         c.limits.max_connections_per_address = 20;
         c.limits.max_connections = 50;
         c.limits.handshake_timeout_ms = 60_000;
@@ -222,7 +224,12 @@ async fn caps_per_address_and_in_total_refuse_and_the_relay_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_preface_only_connections_close_after_the_handshake_timeout() {
-    let relay = Relay::start_with(|c| c.limits.handshake_timeout_ms = 300).await;
+    let relay = Relay::start_with(|c| {
+        // These tests are about connections and rates, not identity: named parties log in.
+        c.open_enrollment = true;
+        c.limits.handshake_timeout_ms = 300;
+    })
+    .await;
     let server = relay.server.as_ref().expect("running");
     let addr = server.grpc_addr;
     let mut silent = tcp_from(Ipv4Addr::LOCALHOST, addr).await;
@@ -255,7 +262,12 @@ async fn silent_and_preface_only_connections_close_after_the_handshake_timeout()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_with_nothing_open_is_closed_after_the_idle_timeout_with_goaway() {
-    let relay = Relay::start_with(|c| c.limits.idle_timeout_ms = 300).await;
+    let relay = Relay::start_with(|c| {
+        // These tests are about connections and rates, not identity: named parties log in.
+        c.open_enrollment = true;
+        c.limits.idle_timeout_ms = 300;
+    })
+    .await;
     let addr = relay.server.as_ref().expect("running").grpc_addr;
     let mut idle = tcp_from(Ipv4Addr::LOCALHOST, addr).await;
     idle.write_all(PREFACE).await.expect("preface");
@@ -272,7 +284,12 @@ async fn a_connection_with_nothing_open_is_closed_after_the_idle_timeout_with_go
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_per_connection_are_capped() {
-    let relay = Relay::start_with(|c| c.limits.max_streams_per_connection = 3).await;
+    let relay = Relay::start_with(|c| {
+        // These tests are about connections and rates, not identity: named parties log in.
+        c.open_enrollment = true;
+        c.limits.max_streams_per_connection = 3;
+    })
+    .await;
     let addr = relay.server.as_ref().expect("running").grpc_addr;
 
     // The relay announces the cap in its SETTINGS (SETTINGS_MAX_CONCURRENT_STREAMS = 0x3).
@@ -338,6 +355,8 @@ async fn streams_per_connection_are_capped() {
 async fn shutdown_finishes_within_the_grace_period_whatever_the_connections_do() {
     const GRACE: Duration = Duration::from_millis(1000);
     let mut relay = Relay::start_with(|c| {
+        // These tests are about connections and rates, not identity: named parties log in.
+        c.open_enrollment = true;
         c.limits.shutdown_grace_ms = GRACE.as_millis() as i64;
         c.limits.handshake_timeout_ms = 600_000;
         c.limits.idle_timeout_ms = 600_000;

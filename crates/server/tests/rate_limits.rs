@@ -84,6 +84,8 @@ fn get_challenge(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_per_address_trip_with_a_hint_and_recover() {
     let relay = Relay::start_with(|c| {
+        // These tests are about connections and rates, not identity: named parties log in.
+        c.open_enrollment = true;
         no_rate_limits(c);
         c.limits.challenges_per_second_per_address = 5;
         c.limits.logins_per_second_per_address = 5;
@@ -174,6 +176,8 @@ async fn get_challenge_for(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_per_address_are_limited_before_anything_else() {
     let relay = Relay::start_with(|c| {
+        // These tests are about connections and rates, not identity: named parties log in.
+        c.open_enrollment = true;
         no_rate_limits(c);
         c.limits.calls_per_second_per_address = 5;
     })
@@ -190,6 +194,8 @@ async fn calls_per_address_are_limited_before_anything_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_per_identity_trip_with_a_hint_and_spare_other_parties() {
     let relay = Relay::start_with(|c| {
+        // These tests are about connections and rates, not identity: named parties log in.
+        c.open_enrollment = true;
         no_rate_limits(c);
         c.limits.routes_per_second_per_identity = 5;
         c.limits.sessions_per_second_per_identity = 5;
@@ -284,6 +290,8 @@ async fn rate_limits_per_identity_trip_with_a_hint_and_spare_other_parties() {
 async fn a_challenge_flood_keeps_the_challenge_table_under_its_cap() {
     const CAP: u64 = 50;
     let mut relay = Relay::start_with(|c| {
+        // These tests are about connections and rates, not identity: named parties log in.
+        c.open_enrollment = true;
         no_rate_limits(c);
         c.limits.max_challenges = CAP;
     })

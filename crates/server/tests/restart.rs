@@ -28,6 +28,8 @@ async fn messages_routed_before_a_restart_are_all_delivered_after_it() {
         IdentityKey::from_bytes(&coordinator.to_bytes()),
     )
     .await;
+    enroll(&coord, "alice", &IdentityKey::from_bytes(&alice_secret)).await;
+    enroll(&coord, "bob", &IdentityKey::from_bytes(&bob_secret)).await;
     let a = login(&channel, "alice", IdentityKey::from_bytes(&alice_secret)).await;
     let b = login(&channel, "bob", IdentityKey::from_bytes(&bob_secret)).await;
     let s = create_session(&coord, &[&a, &b]).await;

@@ -530,7 +530,7 @@ async fn reopening_a_current_database_keeps_its_schema_version() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let mode: String = conn
         .pragma_query_value(None, "journal_mode", |row| row.get(0))
         .unwrap();
@@ -546,7 +546,9 @@ async fn a_version_1_database_without_messages_is_migrated_keeping_its_data() {
     store.close().await.unwrap();
     // Make the file what version 1 wrote: no payloads or send_ids table.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE payloads; DROP TABLE send_ids; PRAGMA user_version = 1;")
+    conn.execute_batch(
+        "DROP TABLE payloads; DROP TABLE send_ids; DROP TABLE enrollments; PRAGMA user_version = 1;",
+    )
         .unwrap();
     drop(conn);
 
@@ -628,4 +630,70 @@ async fn a_version_1_database_holding_data_is_refused_not_misread() {
     }
     let err = SqliteStore::open(&path, StoreOptions::default()).expect_err("old data refused");
     assert!(err.message.contains("move it aside"), "{err}");
+}
+
+/// A database as schema version 2 left it: its 15 tables, with `rows` in them.
+fn version_2_database(path: &std::path::Path, rows: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for t in [
+        "parties",
+        "challenges",
+        "tokens",
+        "sessions",
+        "session_idempotency",
+        "open_sessions",
+        "purge",
+        "messages",
+        "mailbox",
+        "mailbox_meta",
+        "pending",
+        "logs",
+        "log_tips",
+        "meta",
+        "payloads",
+    ] {
+        conn.execute_batch(&format!(
+            "CREATE TABLE {t} (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;"
+        ))
+        .unwrap();
+    }
+    conn.execute_batch(rows).unwrap();
+    conn.execute_batch("PRAGMA user_version = 2;").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_2_database_holding_sessions_is_refused_not_misread() {
+    let dir = TempDir::new().unwrap();
+    let path = db_path(&dir);
+    version_2_database(&path, "INSERT INTO sessions VALUES (x'01', x'02');");
+    let err = SqliteStore::open(&path, StoreOptions::default()).expect_err("old sessions refused");
+    assert!(err.message.contains("move it aside"), "{err}");
+    assert!(err.message.contains("schema 2"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_2_database_without_sessions_migrates_dropping_its_credentials() {
+    let dir = TempDir::new().unwrap();
+    let path = db_path(&dir);
+    version_2_database(
+        &path,
+        "INSERT INTO parties VALUES (x'01', x'02');
+         INSERT INTO tokens VALUES (x'03', x'04');
+         INSERT INTO challenges VALUES (x'05', x'06');",
+    );
+    let store = SqliteStore::open(&path, StoreOptions::default()).expect("migrates");
+    let (parties, tokens, challenges, enrollments) = store
+        .read(|v| {
+            Ok((
+                v.scan(Table::Parties, &[], &[], 10)?.len(),
+                v.scan(Table::Tokens, &[], &[], 10)?.len(),
+                v.scan(Table::Challenges, &[], &[], 10)?.len(),
+                v.scan(Table::Enrollments, &[], &[], 10)?.len(),
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!((parties, tokens, challenges, enrollments), (1, 0, 0, 0));
+    store.close().await.unwrap();
 }

@@ -411,6 +411,30 @@ impl PartyNode {
                     .await
             }
         };
+        // The relay admits as participants exactly the keys the coordinator named, this
+        // party's own among them.
+        let session_keys: Vec<(String, Vec<u8>)> = summary
+            .participants
+            .iter()
+            .map(|p| (p.party_id.clone(), p.identity_key.clone()))
+            .collect();
+        let named_me = descriptor.identities().get(&me).copied();
+        if let Err(e) = descriptor.check_keys(&session_keys) {
+            return self
+                .fail(&sid, format!("refusing the session: {e}"), None)
+                .await;
+        }
+        if named_me != Some(self.client.identity_public()) {
+            return self
+                .fail(
+                    &sid,
+                    format!(
+                        "refusing the session: the descriptor names another identity key for {me}"
+                    ),
+                    Some(summary.creator),
+                )
+                .await;
+        }
 
         let (mut machine, first, index_of) = match &descriptor.purpose {
             Purpose::Keygen { curve } => {
@@ -503,7 +527,10 @@ impl PartyNode {
         let party_of: HashMap<u16, String> =
             index_of.iter().map(|(p, i)| (*i, p.clone())).collect();
 
-        let mut sec = self.client.secure_session(&sid)?;
+        // Payloads are verified against the keys the coordinator signed, not the relay's word.
+        let mut sec = self
+            .client
+            .secure_session_with_identities(&sid, descriptor.identities())?;
         if let Machine::Sign(m) = &machine {
             // The nonce is on disk before the commitment that binds it leaves this party.
             // While it is written, fetch the peers' keys the first messages will need.
@@ -669,7 +696,8 @@ fn closed_elsewhere(sid: &str, e: &ClientError) -> RunError {
 }
 
 /// The coordinator's side: creates keygen and signing sessions with signed descriptors and
-/// waits for their results.
+/// waits for their results. Each descriptor names every party's identity key as the relay's
+/// enrollment has it (the coordinator needs the parties enrolled, or bound at login).
 pub struct Coordinator {
     client: Client,
     key: IdentityKey,
@@ -762,6 +790,7 @@ impl Coordinator {
             n,
             t,
             parties: parties.to_vec(),
+            party_keys: self.client.enrolled_keys(parties).await?,
             nonce: Self::nonce(),
         };
         let (session_id, s) = self.run(d, "keygen", Vec::new(), timeout).await?;
@@ -863,6 +892,7 @@ impl Coordinator {
             },
             n,
             t,
+            party_keys: self.client.enrolled_keys(&parties).await?,
             parties: parties.clone(),
             nonce: Self::nonce(),
         };
@@ -885,6 +915,7 @@ impl Coordinator {
         timeout: Duration,
     ) -> Result<(String, cohort_client::SessionSummary), RunError> {
         let (descriptor, descriptor_signature) = d.sign(&self.key);
+        let party_keys = d.identities();
         let created = self
             .client
             .create_session(CreateSession {
@@ -895,6 +926,7 @@ impl Coordinator {
                 message_hash,
                 descriptor,
                 descriptor_signature,
+                party_keys,
                 expires_in: Some(timeout),
                 ..Default::default()
             })

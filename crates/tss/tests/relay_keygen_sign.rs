@@ -1,6 +1,7 @@
 //! Keygen and signing through a real relay over gRPC (SQLite file in a temp dir, 127.0.0.1):
 //! both curves with independent verifiers, a party that was offline when its session
-//! started, and sessions whose descriptor no trusted coordinator signed.
+//! started, sessions whose descriptor no trusted coordinator signed, and sessions that admit
+//! another identity key than the descriptor names.
 
 mod common;
 
@@ -217,6 +218,10 @@ async fn wrong_descriptor_signer_is_refused() {
         n: 2,
         t: 2,
         parties: everyone.clone(),
+        party_keys: rogue_client
+            .enrolled_keys(&everyone)
+            .await
+            .expect("the rogue coordinator reads the enrolled keys"),
         nonce: [7; 16],
     };
     let (descriptor, descriptor_signature) = d.sign(&rogue_key());
@@ -242,4 +247,66 @@ async fn wrong_descriptor_signer_is_refused() {
     .expect_err("parties refuse to sign what the rogue key described");
     expect_refused(err, "rogue-coordinator");
     assert_eq!(relay.routed(), before, "no party sent a commitment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_admitting_another_key_than_the_descriptor_names_is_refused() {
+    // The trusted coordinator's descriptor names a key for party-2 that is not the one the
+    // relay's session admits (the one party-2 is enrolled to): as if the relay had let
+    // someone else stand in for party-2. Nobody sends anything.
+    let relay = TestRelay::start().await;
+    let coordinator = relay.coordinator().await;
+    let mut parties = vec![relay.party("party-1").await, relay.party("party-2").await];
+    for p in &mut parties {
+        p.serve();
+    }
+    let everyone = vec!["party-1".to_string(), "party-2".into()];
+    let mut party_keys = coordinator
+        .client()
+        .enrolled_keys(&everyone)
+        .await
+        .expect("enrolled keys");
+    party_keys[1] = IdentityKey::generate().public();
+    let d = Descriptor {
+        purpose: Purpose::Keygen {
+            curve: Curve::Ed25519,
+        },
+        n: 2,
+        t: 2,
+        parties: everyone.clone(),
+        party_keys,
+        nonce: [9; 16],
+    };
+    let (descriptor, descriptor_signature) = d.sign(&relay.coordinator_key());
+    let created = coordinator
+        .client()
+        .create_session(CreateSession {
+            session_type: "keygen".into(),
+            n: 2,
+            t: 2,
+            parties: everyone.clone(),
+            descriptor,
+            descriptor_signature,
+            expires_in: Some(SAFETY_NET),
+            ..CreateSession::default()
+        })
+        .await
+        .expect("the relay fills in the enrolled keys");
+    let err = within(
+        "the mismatched keygen",
+        coordinator.wait(&created.session_id, SAFETY_NET),
+    )
+    .await
+    .expect_err("parties refuse a session whose keys disagree with the descriptor");
+    match err {
+        RunError::Failed { reason, .. } => {
+            assert!(reason.contains("refusing the session"), "{reason}");
+            assert!(
+                reason.contains("party-2") && reason.contains("coordinator named"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected the session to fail, got {other}"),
+    }
+    assert_eq!(relay.routed(), 0, "no party sent anything");
 }

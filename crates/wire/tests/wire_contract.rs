@@ -595,11 +595,13 @@ const COHORT_FIELDS: &[(&str, &str, i32)] = &[
     ("CreateSessionRequest", "idempotency_key", 8),
     ("CreateSessionRequest", "descriptor", 9),
     ("CreateSessionRequest", "descriptor_signature", 10),
+    ("CreateSessionRequest", "party_keys", 11),
     ("Participant", "party_id", 1),
     ("Participant", "party_index", 2),
     ("Participant", "joined", 3),
     ("Participant", "ready", 4),
     ("Participant", "completed", 5),
+    ("Participant", "identity_key", 6),
     ("CreateSessionResponse", "session_id", 1),
     ("CreateSessionResponse", "join_tokens", 2),
     ("CreateSessionResponse", "expires_at", 3),
@@ -654,6 +656,20 @@ const COHORT_FIELDS: &[(&str, &str, i32)] = &[
     ("EncryptionKey", "published_at", 5),
     ("GetEncryptionKeysRequest", "party_ids", 1),
     ("GetEncryptionKeysResponse", "keys", 1),
+    ("Enrollment", "party_id", 1),
+    ("Enrollment", "identity_key", 2),
+    ("Enrollment", "role", 3),
+    ("Enrollment", "source", 4),
+    ("Enrollment", "enrolled_by", 5),
+    ("Enrollment", "enrolled_at", 6),
+    ("EnrollRequest", "party_id", 1),
+    ("EnrollRequest", "identity_key", 2),
+    ("EnrollRequest", "role", 3),
+    ("EnrollResponse", "enrollment", 1),
+    ("UnenrollRequest", "party_id", 1),
+    ("UnenrollResponse", "removed", 1),
+    ("ListEnrolledRequest", "party_ids", 1),
+    ("ListEnrolledResponse", "enrollments", 1),
     ("ServerInfoResponse", "version", 1),
     ("ServerInfoResponse", "server_time", 2),
     ("ServerInfoResponse", "sessions_open", 3),
@@ -781,6 +797,19 @@ const COHORT_RPCS: &[(&str, &str, &str, &str)] = &[
         "ServerInfoResponse",
     ),
     ("Mailbox", "Open", "ClientFrame", "ServerFrame"),
+    ("Directory", "Enroll", "EnrollRequest", "EnrollResponse"),
+    (
+        "Directory",
+        "Unenroll",
+        "UnenrollRequest",
+        "UnenrollResponse",
+    ),
+    (
+        "Directory",
+        "ListEnrolled",
+        "ListEnrolledRequest",
+        "ListEnrolledResponse",
+    ),
 ];
 
 /// The one streaming rpc of `cohort.v1`: bidirectional.
@@ -842,21 +871,23 @@ fn cohort_proto_matches_api_table() {
         .collect();
     assert_eq!(ours, table, "cohort.v1 rpcs differ from the API table");
 
-    // The one map field.
-    let resp = file
-        .message_type
-        .iter()
-        .find(|m| m.name() == "CreateSessionResponse")
-        .unwrap();
-    let tokens = resp
-        .field
-        .iter()
-        .find(|f| f.name() == "join_tokens")
-        .unwrap();
-    assert_eq!(
-        describe_field("cohort.v1", resp, tokens),
-        (false, "map<string,string>".to_string())
-    );
+    // The map fields.
+    for (message, field, ty) in [
+        ("CreateSessionResponse", "join_tokens", "map<string,string>"),
+        ("CreateSessionRequest", "party_keys", "map<string,bytes>"),
+    ] {
+        let m = file
+            .message_type
+            .iter()
+            .find(|m| m.name() == message)
+            .unwrap();
+        let f = m.field.iter().find(|f| f.name() == field).unwrap();
+        assert_eq!(
+            describe_field("cohort.v1", m, f),
+            (false, ty.to_string()),
+            "{message}.{field}"
+        );
+    }
 }
 
 #[test]

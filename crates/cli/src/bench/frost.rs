@@ -75,7 +75,11 @@ async fn fleet(
     let target = Target::open(relay, durability).await?;
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let trusted = vec![target.coordinator.public()];
-    let pb = report::bar(Some(u64::from(n)), "parties logging in");
+    let key = IdentityKey::from_bytes(&target.coordinator.to_bytes());
+    let client = Client::connect(&target.url, COORDINATOR_ID, key)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pb = report::bar(Some(u64::from(n)), "parties enrolling and logging in");
     let mut nodes = Vec::new();
     let mut names = Vec::new();
     // Unique per run, so an attached relay's earlier parties do not collide.
@@ -83,15 +87,11 @@ async fn fleet(
     for i in 1..=n {
         let name = format!("{prefix}-{run}-{i}");
         let keys = dir.path().join(format!("{name}.keys"));
-        nodes.push(connect_party(&target.url, &name, &keys, &trusted).await?);
+        nodes.push(connect_party(&target.url, &name, &keys, &trusted, &client).await?);
         names.push(name);
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let key = IdentityKey::from_bytes(&target.coordinator.to_bytes());
-    let client = Client::connect(&target.url, COORDINATOR_ID, key)
-        .await
-        .map_err(|e| e.to_string())?;
     let coordinator = Arc::new(Coordinator::new(
         client,
         IdentityKey::from_bytes(&target.coordinator.to_bytes()),

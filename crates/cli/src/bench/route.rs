@@ -517,7 +517,15 @@ pub async fn drive_cohort(target: &Target, shape: &Shape, api: Api) -> Result<Ou
         .collect();
     // One connection per party, as separate clients would have.
     let channels = wire_client::connect_many(&target.url, ids.len()).await?;
-    let creds = wire_client::enroll(&channels, ids.clone(), false, 16, Arc::new(|| {})).await?;
+    let creds = wire_client::enroll(
+        &channels,
+        &coordinator,
+        ids.clone(),
+        false,
+        16,
+        Arc::new(|| {}),
+    )
+    .await?;
     let session =
         wire_client::create_session(&coordinator_channel, &coordinator, ids, SESSION_TTL).await?;
     for (cred, ch) in creds.iter().zip(&channels) {

@@ -370,10 +370,11 @@ async fn run_subscribers(target: &Target, a: &ScaleArgs) -> Result<Subscribers, 
     let prefix = wire_client::run_prefix();
     let ids: Vec<String> = (0..a.parties).map(|i| format!("{prefix}-p{i}")).collect();
 
-    let pb = report::bar(Some(a.parties as u64), "login+register");
+    let pb = report::bar(Some(a.parties as u64), "enroll+login+register");
     let tick = pb.clone();
     let creds = wire_client::enroll(
         &calls,
+        &coordinator,
         ids,
         false,
         a.parallel,
@@ -778,11 +779,19 @@ async fn fill_queue(target: &Target, a: &ScaleArgs) -> Result<(), String> {
     let offline_ids: Vec<String> = (0..a.offline_parties)
         .map(|i| format!("{prefix}-offline{i}"))
         .collect();
-    let sender = wire_client::enroll(&calls, vec![sender_id.clone()], false, 1, Arc::new(|| {}))
-        .await?
-        .remove(0);
+    let sender = wire_client::enroll(
+        &calls,
+        &coordinator,
+        vec![sender_id.clone()],
+        false,
+        1,
+        Arc::new(|| {}),
+    )
+    .await?
+    .remove(0);
     wire_client::enroll(
         &calls,
+        &coordinator,
         offline_ids.clone(),
         true,
         a.parallel,

@@ -1,5 +1,5 @@
 //! Just enough of a Cohort client for the bench, on the generated gRPC clients of
-//! `cohort-wire`: log in, register, create and join sessions. The workloads call
+//! `cohort-wire`: enroll, log in, register, create and join sessions. The workloads call
 //! `RouteMessage`, `SubscribeMessages` and `AcknowledgeMessage` themselves, so what is timed is
 //! the wire path and nothing else.
 
@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use cohort_crypto::identity::{login_message, IdentityKey, LOGIN_DOMAIN};
 use cohort_wire::cohort::auth_client::AuthClient;
+use cohort_wire::cohort::directory_client::DirectoryClient;
 use cohort_wire::cohort::sessions_client::SessionsClient;
-use cohort_wire::cohort::{CreateSessionRequest, GetChallengeRequest, LoginRequest};
+use cohort_wire::cohort::{CreateSessionRequest, EnrollRequest, GetChallengeRequest, LoginRequest};
 use cohort_wire::router::message_router_client::MessageRouterClient;
 use cohort_wire::router::{JoinSessionRequest, NotificationChannel, RegisterPartyRequest};
 use tokio::sync::Semaphore;
@@ -115,10 +116,29 @@ pub async fn register(channel: &Channel, who: &Credential, offline: bool) -> Res
     Ok(())
 }
 
-/// Logs in and registers one fresh identity per id, `parallel` at a time, spreading the
-/// calls over `channels`. `done` is called after each party.
+/// Enroll (`cohort.v1.Directory`): `coordinator` binds `party_id` to `key`.
+pub async fn enroll_key(
+    channel: &Channel,
+    coordinator: &Credential,
+    party_id: &str,
+    key: &IdentityKey,
+) -> Result<(), String> {
+    DirectoryClient::new(channel.clone())
+        .enroll(coordinator.request(EnrollRequest {
+            party_id: party_id.to_string(),
+            identity_key: key.public().to_vec(),
+            role: String::new(),
+        }))
+        .await
+        .map_err(|s| failed(&format!("Enroll of {party_id}"), &s))?;
+    Ok(())
+}
+
+/// Enrolls (as `coordinator`), logs in and registers one fresh identity per id, `parallel`
+/// at a time, spreading the calls over `channels`. `done` is called after each party.
 pub async fn enroll(
     channels: &[Channel],
+    coordinator: &Credential,
     ids: Vec<String>,
     offline: bool,
     parallel: usize,
@@ -134,9 +154,11 @@ pub async fn enroll(
             .await
             .map_err(|_| "enrolment was cancelled")?;
         let done = done.clone();
+        let coordinator = coordinator.clone();
         tasks.spawn(async move {
             let _permit = permit;
             let key = IdentityKey::generate();
+            enroll_key(&channel, &coordinator, &id, &key).await?;
             let cred = login(&channel, &id, &key).await?;
             register(&channel, &cred, offline).await?;
             done();
@@ -211,8 +233,8 @@ pub async fn join(
     Ok(())
 }
 
-/// Logs the coordinator in under an id derived from its key (a party id is bound to the
-/// first key that logs in with it, so a fixed id would clash across relays and keys).
+/// Logs the coordinator in under an id derived from its key (a coordinator key binds a free
+/// id at its first login, so a fixed id would clash across relays and keys).
 pub async fn login_coordinator(channel: &Channel, key: &IdentityKey) -> Result<Credential, String> {
     let id = format!("bench-coordinator-{}", hex::encode(&key.public()[..6]));
     login(channel, &id, key).await

@@ -101,6 +101,15 @@ impl TestRelay {
         IdentityKey::from_bytes(&self.coordinator_secret)
     }
 
+    /// The coordinator enrolls `party_id` to `key`, so `key` may log in as it.
+    pub async fn enroll(&self, party_id: &str, key: &IdentityKey) {
+        coordinator(self)
+            .await
+            .enroll(party_id, &key.public(), "")
+            .await
+            .unwrap_or_else(|e| panic!("enroll {party_id}: {e}"));
+    }
+
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("relay shuts down cleanly");
@@ -141,9 +150,12 @@ pub fn fast_options() -> ClientOptions {
     }
 }
 
-/// A logged-in, registered party with a published encryption key.
-pub async fn party(url: &str, party_id: &str) -> Client {
-    let client = Client::connect_with(url, party_id, IdentityKey::generate(), fast_options())
+/// A party enrolled to a fresh key on `relay`, logged in through `url` (the relay's, or a
+/// proxy's in front of it), registered, with a published encryption key.
+pub async fn party(relay: &TestRelay, url: &str, party_id: &str) -> Client {
+    let key = IdentityKey::generate();
+    relay.enroll(party_id, &key).await;
+    let client = Client::connect_with(url, party_id, key, fast_options())
         .await
         .expect("party connects");
     client

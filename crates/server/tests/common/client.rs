@@ -10,9 +10,10 @@ use cohort_crypto::identity::{
 };
 use cohort_wire::cohort::admin_client::AdminClient;
 use cohort_wire::cohort::auth_client::AuthClient;
+use cohort_wire::cohort::directory_client::DirectoryClient;
 use cohort_wire::cohort::keys_client::KeysClient;
 use cohort_wire::cohort::sessions_client::SessionsClient;
-use cohort_wire::cohort::{GetChallengeRequest, LoginRequest};
+use cohort_wire::cohort::{EnrollRequest, GetChallengeRequest, LoginRequest};
 use cohort_wire::router::message_router_client::MessageRouterClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -69,6 +70,9 @@ pub fn keys_with(channel: &Channel, bearer: Bearer) -> KeysClient<Authed> {
 pub fn admin_with(channel: &Channel, bearer: Bearer) -> AdminClient<Authed> {
     AdminClient::with_interceptor(channel.clone(), bearer)
 }
+pub fn directory_with(channel: &Channel, bearer: Bearer) -> DirectoryClient<Authed> {
+    DirectoryClient::with_interceptor(channel.clone(), bearer)
+}
 
 /// A logged-in party: its id, identity key and access token.
 pub struct Party {
@@ -95,6 +99,9 @@ impl Party {
     }
     pub fn admin(&self) -> AdminClient<Authed> {
         admin_with(&self.channel, self.bearer())
+    }
+    pub fn directory(&self) -> DirectoryClient<Authed> {
+        directory_with(&self.channel, self.bearer())
     }
     /// The signature `PublishEncryptionKey` wants over `encryption_key`.
     pub fn sign_encryption_key(&self, encryption_key: &[u8]) -> Vec<u8> {
@@ -137,6 +144,19 @@ pub async fn login(channel: &Channel, party_id: &str, key: IdentityKey) -> Party
         token_expires_at: answer.expires_at,
         channel: channel.clone(),
     }
+}
+
+/// `coordinator` enrolls `id` to `key` (Directory/Enroll), so `key` may log in as it.
+pub async fn enroll(coordinator: &Party, id: &str, key: &IdentityKey) {
+    coordinator
+        .directory()
+        .enroll(EnrollRequest {
+            party_id: id.into(),
+            identity_key: key.public().to_vec(),
+            role: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Enroll of {id}: {e}"));
 }
 
 /// The next item of a server stream; panics if the stream fails, ends, or stays silent for

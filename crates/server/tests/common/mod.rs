@@ -80,11 +80,18 @@ impl Relay {
         p
     }
 
-    /// Logs a new party in with a fresh identity key.
+    /// Enrolls `id` to a fresh identity key (as the coordinator) and logs it in.
     pub async fn party(&self, id: &str) -> Party {
-        let p = login(&self.channel, id, IdentityKey::generate()).await;
+        let key = IdentityKey::generate();
+        self.enroll(id, &key).await;
+        let p = login(&self.channel, id, key).await;
         assert!(!p.coordinator);
         p
+    }
+
+    /// The coordinator enrolls `id` to `key` (Directory/Enroll), so `key` may log in as it.
+    pub async fn enroll(&self, id: &str, key: &IdentityKey) {
+        enroll(&self.coordinator().await, id, key).await;
     }
 
     /// Logs a new party in and registers it with `role`.

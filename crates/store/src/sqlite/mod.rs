@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: the embedded store on one SQLite file.
 
 mod error;
+mod private;
 mod reader;
 mod schema;
 mod tx;

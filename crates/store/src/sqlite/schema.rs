@@ -7,6 +7,7 @@ use cohort_core::Error;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::error;
+use super::private;
 use super::tx::STATEMENT_CACHE_CAPACITY;
 use super::Durability;
 
@@ -22,7 +23,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// Migration `i` takes the schema from version `i` to version `i + 1`. Append only: a
 /// released migration never changes, because databases in the field already ran it.
-const MIGRATIONS: &[Migration] = &[create_tables, split_payloads];
+const MIGRATIONS: &[Migration] = &[create_tables, split_payloads, enroll_identities];
 
 /// The schema version this build writes and understands.
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -80,15 +81,42 @@ fn split_payloads(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 3: party ids are bound to keys by enrollment (`enrollments`); a session names each
+/// participant's identity key and keeps only the hash of its join token; an access token
+/// records the key that logged in. Sessions of version 2 are not readable by this build, and
+/// a development database holding any is refused rather than misread. Access tokens and
+/// challenges of version 2 are dropped: their holders log in again.
+fn enroll_identities(conn: &Connection) -> rusqlite::Result<()> {
+    let held: i64 = conn.query_row("SELECT count(*) FROM sessions", [], |row| row.get(0))?;
+    if held > 0 {
+        return Err(rusqlite::Error::InvalidParameterName(
+            "this data directory holds sessions written by a development build whose stored \
+             format changed (schema 2: join tokens in clear, no identity keys); move it aside \
+             and start with an empty one"
+                .into(),
+        ));
+    }
+    conn.execute_batch(
+        "CREATE TABLE enrollments (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;
+         DELETE FROM tokens;
+         DELETE FROM challenges;",
+    )
+}
+
 /// Opens the read-write connection the writer thread owns, switches the file to WAL and
 /// brings the schema up to [`SCHEMA_VERSION`].
 pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connection, Error> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    private::prepare(path)?;
     let mut conn =
         Connection::open_with_flags(path, flags).map_err(|e| error::opening(path, &e))?;
     configure(&conn).map_err(|e| error::opening(path, &e))?;
+    // What a row held (a settled event with its join token, an acknowledged payload) is
+    // zeroed on its page when the row goes, not left for someone reading the file.
+    conn.pragma_update(None, "secure_delete", "FAST")
+        .map_err(|e| error::opening(path, &e))?;
     // WAL lets readers keep reading their snapshot while the writer commits.
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
@@ -109,6 +137,8 @@ pub(crate) fn open_writer(path: &Path, durability: Durability) -> Result<Connect
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(|e| error::opening(path, &e))?;
     migrate(&mut conn, path)?;
+    // The -wal and -shm files exist by now; SQLite made them with the database's mode.
+    private::restrict(path)?;
     Ok(conn)
 }
 

@@ -237,7 +237,17 @@ impl TestRelay {
         Arc::new(Coordinator::new(client, self.coordinator_key()))
     }
 
-    /// A new party with a new key store, connected straight to the relay.
+    /// The coordinator enrolls `name` to `identity`, so that key alone may log in as it.
+    pub async fn enroll(&self, name: &str, identity: &IdentityKey) {
+        self.coordinator()
+            .await
+            .client()
+            .enroll(name, &identity.public(), "")
+            .await
+            .unwrap_or_else(|e| panic!("enroll {name}: {e}"));
+    }
+
+    /// A new party with a new key store, enrolled and connected straight to the relay.
     pub async fn party(&self, name: &str) -> Party {
         self.party_via(name, &self.url()).await
     }
@@ -246,8 +256,10 @@ impl TestRelay {
     pub async fn party_via(&self, name: &str, url: &str) -> Party {
         let path = self.key_store_path(name);
         let mut store = KeyStore::create(&path, &key_store_secret()).expect("key store created");
+        let identity = IdentityKey::generate();
+        self.enroll(name, &identity).await;
         store
-            .put("identity", &IdentityKey::generate().to_bytes())
+            .put("identity", &identity.to_bytes())
             .expect("identity stored");
         store
             .put(
