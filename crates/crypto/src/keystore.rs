@@ -37,9 +37,10 @@
 //! once (a party running several sessions): each change is queued, and whoever finds no
 //! write in progress takes every change queued so far and writes them in one atomic rewrite
 //! and one fsync, while later changes queue for the next. A caller is answered only once
-//! its change is durable, or with the error that stopped the write (then its change is not
-//! applied, in memory or on disk). So N sessions that each need a nonce on disk before
-//! sending pay about one fsync between them, not N in a row.
+//! its change is durable, or with the error that stopped the write: then its change is not
+//! in the store (should the file already hold it, the next write leaves it out again). So N
+//! sessions that each need a nonce on disk before sending pay about one fsync between them,
+//! not N in a row.
 
 use std::collections::BTreeMap;
 use std::fs;
