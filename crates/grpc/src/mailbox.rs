@@ -20,7 +20,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{principal, status};
+use super::{admit, principal, status};
+use cohort_relay::Action;
 
 const METHOD: &str = "/cohort.v1.Mailbox/Open";
 /// Frames waiting to be written to the client.
@@ -41,6 +42,7 @@ impl Mailbox for MailboxService {
         req: Request<Streaming<ClientFrame>>,
     ) -> Result<Response<Self::OpenStream>, Status> {
         let who = principal(&self.relay, &req).await?;
+        admit(&self.relay, &req, Action::OpenStream, Some(&who))?;
         let stream = MailboxStream::open(&self.relay, who);
         let (tx, rx) = mpsc::channel(OUTBOUND);
         tokio::spawn(serve(self.relay.clone(), stream, req.into_inner(), tx));
