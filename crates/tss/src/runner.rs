@@ -378,11 +378,11 @@ impl PartyNode {
         if self.get(&token_name).as_deref().map(Vec::as_slice) != Some(join_token.as_bytes()) {
             self.put(&token_name, join_token.as_bytes()).await?;
         }
-        // The descriptor comes with GetSession, not with the join: ask for both at once.
-        let (join, summary) = tokio::try_join!(
-            self.client.join(&sid, join_token),
-            self.client.session(&sid)
-        )?;
+        // One call joins, marks this party ready and answers the session with its signed
+        // descriptor. Ready before the descriptor is checked costs nothing: a party that
+        // refuses the descriptor reports a failure, which fails the session whatever its
+        // readiness.
+        let (join, summary, _) = self.client.join_ready(&sid, join_token, true).await?;
         let mut parties = join.parties.clone();
         parties.sort_by_key(|p| p.1);
         let names: Vec<String> = parties.iter().map(|p| p.0.clone()).collect();
@@ -548,13 +548,9 @@ impl PartyNode {
                 }
             }
         }
-        // Nothing in the protocol waits for MarkPartyReady: it goes out with the first
-        // messages, not before them.
         let mut traffic = Traffic::default();
-        let (_, ()) = tokio::try_join!(
-            async { Ok::<_, RunError>(self.client.ready(&sid).await?) },
-            self.send_all(&mut sec, &party_of, first, &mut traffic),
-        )?;
+        self.send_all(&mut sec, &party_of, first, &mut traffic)
+            .await?;
         let mut received = Vec::new();
         let finished = loop {
             let opened = match sec.recv_opened().await {
