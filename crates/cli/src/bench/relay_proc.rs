@@ -101,7 +101,8 @@ struct Spawned {
 
 /// The bench drives one relay from one address as fast as it can, with thousands of parties
 /// logging in at once: it measures throughput, not admission, so every rate limit is off and
-/// every connection comes from loopback.
+/// every connection comes from loopback (`scale` opens 100 streams on one connection, the
+/// default cap, plus its unary calls).
 const BENCH_LIMITS: &str = "[limits]
 calls_per_second_per_address = 0
 calls_per_second_per_identity = 0
@@ -111,6 +112,7 @@ sessions_per_second_per_identity = 0
 routes_per_second_per_identity = 0
 streams_per_second_per_identity = 0
 max_connections_per_address = 100000
+max_streams_per_connection = 1000
 ";
 
 impl Target {
