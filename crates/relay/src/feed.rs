@@ -16,12 +16,13 @@ use tokio::sync::watch;
 use crate::service::{now_ms, Relay};
 use crate::wake::Subscription;
 
-/// Follows one mailbox from a cursor: the part every feed shares.
-struct Cursor {
-    relay: Arc<Relay>,
-    addr: MailboxAddr,
+/// Follows one mailbox from a cursor: the part every feed and the streaming engine's
+/// subscriptions share.
+pub(crate) struct Cursor {
+    pub(crate) relay: Arc<Relay>,
+    pub(crate) addr: MailboxAddr,
     sub: Subscription,
-    stop: watch::Receiver<bool>,
+    pub(crate) stop: watch::Receiver<bool>,
     /// Highest seq handed out (or known to hold nothing waiting).
     seq: u64,
     batch: usize,
@@ -31,7 +32,7 @@ struct Cursor {
     read_at: Option<u64>,
 }
 
-enum Step {
+pub(crate) enum Step {
     Batch(Vec<Delivery>),
     /// Nothing waiting right now; `read_store` says whether the store was asked (after a
     /// wakeup that carried no message, or to catch up), so lifecycle checks run then only.
@@ -41,7 +42,8 @@ enum Step {
 }
 
 impl Cursor {
-    fn new(relay: Arc<Relay>, addr: MailboxAddr) -> Self {
+    /// Follows `addr` from just after `after_seq`.
+    pub(crate) fn new(relay: Arc<Relay>, addr: MailboxAddr, after_seq: u64) -> Self {
         // Subscribed before the caller returns, so the stream counts as live at once and no
         // commit between now and the first read is missed.
         let sub = relay.subscribe(&addr);
@@ -52,7 +54,7 @@ impl Cursor {
             addr,
             sub,
             stop,
-            seq: 0,
+            seq: after_seq,
             batch,
             read_at: None,
         }
@@ -67,15 +69,14 @@ impl Cursor {
         Ok(())
     }
 
-    /// One look at the mailbox past the cursor.
-    async fn step(&mut self) -> Result<Step> {
+    /// One look at the mailbox past the cursor, for at most `limit` messages (at most the
+    /// stream batch).
+    pub(crate) async fn step(&mut self, limit: usize) -> Result<Step> {
+        let limit = limit.clamp(1, self.batch);
         self.stopping()?;
         // Marked seen before reading, so a commit landing during the read wakes the next wait.
         self.sub.rx.borrow_and_update();
-        let recent = self
-            .relay
-            .wakeups
-            .recent_after(&self.addr, self.seq, self.batch);
+        let recent = self.relay.wakeups.recent_after(&self.addr, self.seq, limit);
         if recent.run.is_empty() && recent.last <= self.seq && self.read_at == Some(recent.notices)
         {
             return Ok(Step::Idle { read_store: false });
@@ -99,12 +100,12 @@ impl Cursor {
         let notified = recent.notices;
         let (batch, last) = self
             .relay
-            .peek_with_last_seq(self.addr.clone(), self.seq, self.batch)
+            .peek_with_last_seq(self.addr.clone(), self.seq, limit)
             .await?;
         if let Some(d) = batch.last() {
             self.seq = d.seq;
         }
-        if batch.len() < self.batch {
+        if batch.len() < limit {
             // Nothing up to `last` waits beyond what came back.
             self.seq = self.seq.max(last);
         }
@@ -117,7 +118,7 @@ impl Cursor {
     }
 
     /// Waits for the next commit to this mailbox.
-    async fn wait(&mut self) -> Result<()> {
+    pub(crate) async fn wait(&mut self) -> Result<()> {
         tokio::select! {
             changed = self.sub.rx.changed() => changed.map_err(|_| Error::unavailable("the relay is shutting down; reconnect to resume")),
             _ = self.stop.changed() => self.stopping(),
@@ -143,7 +144,7 @@ impl MessageFeed {
             .session_mailbox(who, session_id.clone(), party_id)
             .await?;
         Ok(MessageFeed {
-            cursor: Cursor::new(relay.clone(), addr),
+            cursor: Cursor::new(relay.clone(), addr, 0),
             session_id,
         })
     }
@@ -153,7 +154,7 @@ impl MessageFeed {
     /// waiting, or `Unavailable` at shutdown.
     pub async fn next(&mut self) -> Result<Vec<Delivery>> {
         loop {
-            match self.cursor.step().await? {
+            match self.cursor.step(usize::MAX).await? {
                 Step::Batch(batch) => {
                     let seqs: Vec<u64> = batch.iter().map(|d| d.seq).collect();
                     self.cursor.relay.mark_delivered(&self.cursor.addr, &seqs);
@@ -207,7 +208,7 @@ impl EventFeed {
             cohort_core::validate::label(&format!("event_types[{i}]"), t, false)?;
         }
         Ok(EventFeed {
-            cursor: Cursor::new(relay.clone(), MailboxAddr::events(party_id)),
+            cursor: Cursor::new(relay.clone(), MailboxAddr::events(party_id), 0),
             filter: event_types,
         })
     }
@@ -220,7 +221,7 @@ impl EventFeed {
     /// at shutdown.
     pub async fn next(&mut self) -> Result<Vec<SessionEvent>> {
         loop {
-            match self.cursor.step().await? {
+            match self.cursor.step(usize::MAX).await? {
                 Step::Batch(batch) => {
                     let now = now_ms();
                     let mut shown = Vec::new();

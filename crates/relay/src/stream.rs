@@ -11,31 +11,26 @@
 //!   what is waiting (from the store) and then what is committed (handed over in memory,
 //!   `wake.rs`), in seq order and never more than the credit the client granted. A receiver
 //!   that stops granting credit costs nothing more: the rest stays in the store.
-//! - Handed-out copies are marked `delivered` lazily: an ack settles them anyway, so only
-//!   those still unacknowledged [`MARK_DELIVERED_AFTER`] later (or when the subscription
-//!   ends) are marked, in one write.
+//! - Handed-out copies are marked `delivered` in memory, as the router's streams do
+//!   (`delivered.rs`); a subscription follows its mailbox with the same cursor as the feeds
+//!   (`feed.rs`).
 //!
 //! Everything the client is to receive comes out of [`MailboxStream::next`], in the order it
 //! happened; every answer comes after the commit it reports is durable.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use cohort_core::mailbox::{self, Delivery, MailboxAddr, MessageId};
+use cohort_core::mailbox::{self, Delivery, MessageId};
 use cohort_core::session::RouteRequest;
 use cohort_core::store::StoreExt;
 use cohort_core::stream::{self as rules, AckRequest, Acked, SendItem, Sent};
 use cohort_core::{Error, Principal, Result};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
+use crate::feed::{Cursor, Step};
 use crate::service::{now_ms, Relay};
-use crate::wake::Subscription;
-
-/// How long a handed-out copy may stay unacknowledged before it is marked delivered.
-pub const MARK_DELIVERED_AFTER: Duration = Duration::from_millis(200);
 /// Items waiting for results (queued frames plus out-bound answers) per stream, in batches.
 const QUEUE: usize = 64;
 
@@ -121,7 +116,6 @@ pub struct MailboxStream {
 /// A subscription's task and the state it shares with the stream.
 struct Follower {
     subscription_id: u64,
-    addr: MailboxAddr,
     shared: Arc<Mutex<Shared>>,
     credit_added: Arc<Notify>,
     task: JoinHandle<()>,
@@ -130,10 +124,6 @@ struct Follower {
 #[derive(Default)]
 struct Shared {
     credit: u64,
-    /// Handed out, not yet known settled nor marked delivered.
-    unmarked: Vec<(u64, MessageId)>,
-    /// When the oldest of `unmarked` was handed out.
-    unmarked_since: Option<Instant>,
     /// The task pushed [`Pushed::Ended`] and stopped.
     ended: bool,
 }
@@ -230,7 +220,7 @@ impl MailboxStream {
             ..Shared::default()
         }));
         let credit_added = Arc::new(Notify::new());
-        let follow = Follow::new(self.relay.clone(), addr.clone(), s.after_seq);
+        let follow = Cursor::new(self.relay.clone(), addr.clone(), s.after_seq);
         let task = tokio::spawn(follow_mailbox(
             follow,
             s.session_id.clone(),
@@ -243,7 +233,6 @@ impl MailboxStream {
             s.session_id,
             Follower {
                 subscription_id: s.subscription_id,
-                addr,
                 shared,
                 credit_added,
                 task,
@@ -255,7 +244,7 @@ impl MailboxStream {
     /// Stops following a session; what was not acknowledged stays waiting.
     pub fn unsubscribe(&mut self, session_id: &str) {
         if let Some(f) = self.subs.remove(session_id) {
-            f.stop(&self.relay);
+            f.stop();
         }
     }
 
@@ -307,10 +296,6 @@ impl MailboxStream {
         session_id: String,
         up_to_seq: u64,
     ) -> Result<()> {
-        if let Some(f) = self.subs.get(&session_id) {
-            // The ack settles these: no separate delivered mark is needed.
-            lock(&f.shared).unmarked.retain(|(seq, _)| *seq > up_to_seq);
-        }
         let r = AckRequest::UpTo {
             session_id,
             up_to_seq,
@@ -324,13 +309,6 @@ impl MailboxStream {
     /// Queues an ack of messages (or session events) by id; answered by [`Pushed::Acked`].
     pub async fn ack_ids(&self, request_id: u64, message_ids: Vec<String>) -> Result<()> {
         self.within_batch("message_ids", message_ids.len())?;
-        let ids: Vec<MessageId> = message_ids
-            .iter()
-            .filter_map(|id| cohort_core::validate::message_id("message_id", id).ok())
-            .collect();
-        for f in self.subs.values() {
-            lock(&f.shared).unmarked.retain(|(_, id)| !ids.contains(id));
-        }
         self.acks
             .send((request_id, AckRequest::Ids(message_ids)))
             .await
@@ -341,38 +319,15 @@ impl MailboxStream {
 impl Drop for MailboxStream {
     fn drop(&mut self) {
         for (_, f) in self.subs.drain() {
-            f.stop(&self.relay);
+            f.stop();
         }
     }
 }
 
 impl Follower {
-    /// Ends the task and marks what it handed out and nobody acknowledged.
-    fn stop(self, relay: &Arc<Relay>) {
+    /// Ends the subscription's task; what was not acknowledged stays waiting.
+    fn stop(self) {
         self.task.abort();
-        let seqs: Vec<u64> = lock(&self.shared)
-            .unmarked
-            .drain(..)
-            .map(|(s, _)| s)
-            .collect();
-        if seqs.is_empty() {
-            return;
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let relay = relay.clone();
-            let addr = self.addr;
-            rt.spawn(async move { mark_delivered(&relay, addr, seqs).await });
-        }
-    }
-}
-
-async fn mark_delivered(relay: &Relay, addr: MailboxAddr, seqs: Vec<u64>) {
-    let r = relay
-        .store()
-        .write(move |tx| mailbox::mark_delivered(tx, &addr, &seqs, now_ms()))
-        .await;
-    if let Err(e) = r {
-        tracing::debug!(error = %e, "could not mark handed-out messages delivered");
     }
 }
 
@@ -528,109 +483,10 @@ async fn ack_lane(
     }
 }
 
-/// Follows one mailbox from a seq: reads the store until it has caught up, then takes new
-/// messages from memory as long as memory holds all there is.
-struct Follow {
-    relay: Arc<Relay>,
-    addr: MailboxAddr,
-    sub: Subscription,
-    stop: watch::Receiver<bool>,
-    /// Highest seq handed out, or known to hold nothing waiting.
-    seq: u64,
-    /// Everything committed up to `seq` has been seen; what comes next arrives in memory.
-    caught_up: bool,
-    /// The mailbox's count of wakeups without a message, as last seen.
-    notices: Option<u64>,
-}
-
-/// What one look at the mailbox found.
-enum Look {
-    Batch(Vec<Delivery>),
-    /// Nothing waiting; `noticed`: something other than a message woke the mailbox (its
-    /// session may have closed).
-    Idle {
-        noticed: bool,
-    },
-}
-
-impl Follow {
-    fn new(relay: Arc<Relay>, addr: MailboxAddr, after_seq: u64) -> Follow {
-        // Subscribed before the first read, so no commit after it is missed.
-        let sub = relay.subscribe(&addr);
-        let stop = relay.shutdown_signal();
-        Follow {
-            relay,
-            addr,
-            sub,
-            stop,
-            seq: after_seq,
-            caught_up: false,
-            notices: None,
-        }
-    }
-
-    /// One look past the cursor, for at most `limit` messages.
-    async fn look(&mut self, limit: usize) -> Result<Look> {
-        if *self.stop.borrow_and_update() {
-            return Err(shutting_down());
-        }
-        // Marked seen before reading, so a commit landing during the read wakes the next wait.
-        self.sub.rx.borrow_and_update();
-        let recent = self.relay.wakeups.recent_after(&self.addr, self.seq, limit);
-        let noticed = self.notices != Some(recent.notices);
-        self.notices = Some(recent.notices);
-        if noticed {
-            self.caught_up = false;
-        }
-        if let Some((last, _)) = recent.run.last() {
-            self.seq = *last;
-            return Ok(Look::Batch(
-                recent
-                    .run
-                    .into_iter()
-                    .map(|(seq, message)| Delivery {
-                        seq,
-                        entry: mailbox::Entry::fresh(message.id),
-                        message,
-                    })
-                    .collect(),
-            ));
-        }
-        if self.caught_up && recent.last <= self.seq {
-            return Ok(Look::Idle { noticed });
-        }
-        let (batch, last) = self
-            .relay
-            .peek_with_last_seq(self.addr.clone(), self.seq, limit)
-            .await?;
-        if let Some(d) = batch.last() {
-            self.seq = d.seq;
-        }
-        if batch.len() < limit {
-            // Nothing up to `last` waits beyond what came back.
-            self.seq = self.seq.max(last);
-            self.caught_up = true;
-        }
-        Ok(if batch.is_empty() {
-            Look::Idle { noticed }
-        } else {
-            Look::Batch(batch)
-        })
-    }
-
-    /// Waits for the next commit to the mailbox, or shutdown.
-    async fn changed(&mut self) -> Result<()> {
-        tokio::select! {
-            changed = self.sub.rx.changed() => changed.map_err(|_| shutting_down()),
-            _ = self.stop.changed() => Err(shutting_down()),
-        }
-    }
-}
-
 /// A subscription's task: hands out what the mailbox holds, within credit, until the session
 /// closes, the subscription is dropped or the relay shuts down.
 async fn follow_mailbox(
-    mut follow: Follow,
+    mut follow: Cursor,
     session_id: String,
     subscription_id: u64,
     shared: Arc<Mutex<Shared>>,
@@ -648,32 +504,23 @@ async fn follow_mailbox(
         }
     };
     loop {
-        let (credit, flush_at) = {
-            let s = lock(&shared);
-            (s.credit, s.unmarked_since.map(|t| t + MARK_DELIVERED_AFTER))
-        };
+        let credit = lock(&shared).credit;
         if credit == 0 {
             tokio::select! {
                 _ = credit_added.notified() => {}
-                _ = sleep_until(flush_at) => flush(&relay, &follow.addr, &shared).await,
                 _ = follow.stop.changed() => return,
             }
             continue;
         }
         let limit = usize::try_from(credit).unwrap_or(usize::MAX).min(batch);
-        match follow.look(limit).await {
-            Ok(Look::Batch(messages)) => {
+        match follow.step(limit).await {
+            Ok(Step::Batch(messages)) => {
                 {
                     let mut s = lock(&shared);
                     s.credit = s.credit.saturating_sub(messages.len() as u64);
-                    s.unmarked
-                        .extend(messages.iter().map(|d| (d.seq, d.message.id)));
-                    s.unmarked_since.get_or_insert_with(Instant::now);
                 }
-                relay
-                    .metrics
-                    .messages_delivered
-                    .inc_by(messages.len() as u64);
+                let seqs: Vec<u64> = messages.iter().map(|d| d.seq).collect();
+                relay.mark_delivered(&follow.addr, &seqs);
                 let pushed = Pushed::Delivery {
                     session_id: session_id.clone(),
                     subscription_id,
@@ -683,12 +530,11 @@ async fn follow_mailbox(
                     return;
                 }
             }
-            Ok(Look::Idle { noticed }) => {
-                if noticed {
+            Ok(Step::Idle { read_store }) => {
+                if read_store {
                     match relay.session_closed(session_id.clone()).await {
                         Ok(None) => {}
                         Ok(Some(closed)) => {
-                            flush(&relay, &follow.addr, &shared).await;
                             let _ = out.send(end(closed)).await;
                             return;
                         }
@@ -698,9 +544,8 @@ async fn follow_mailbox(
                         }
                     }
                 }
-                tokio::select! {
-                    changed = follow.changed() => if changed.is_err() { return },
-                    _ = sleep_until(flush_at) => flush(&relay, &follow.addr, &shared).await,
+                if follow.wait().await.is_err() {
+                    return;
                 }
             }
             Err(e) => {
@@ -710,25 +555,5 @@ async fn follow_mailbox(
                 return;
             }
         }
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Marks what was handed out and not acknowledged since as delivered.
-async fn flush(relay: &Arc<Relay>, addr: &MailboxAddr, shared: &Mutex<Shared>) {
-    let seqs: Vec<u64> = {
-        let mut s = lock(shared);
-        s.unmarked_since = None;
-        s.unmarked.drain(..).map(|(seq, _)| seq).collect()
-    };
-    if !seqs.is_empty() {
-        mark_delivered(relay, addr.clone(), seqs).await;
     }
 }
